@@ -1,0 +1,208 @@
+"""TripoSR in plain PyTorch: image → DINO ViT tokens → triplane transformer → triplanes (scene codes) → NeRF MLP
+field → mesh. Numerically follows the reference (VAST-AI-Research/TripoSR, transformers 4.35); see REFERENCE.md."""
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BackboneConfig, DecoderConfig, ModelConfig
+from .vit import ViT
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class Attention(nn.Module):
+    """Multi-head attention without q/k/v biases. Self-attention fuses q, k, v into one matmul; cross-attention
+    fuses k and v (they read the image tokens)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None):
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        inner = heads * head_dim
+        self.is_cross = context_dim is not None
+        if self.is_cross:
+            self.to_q = nn.Linear(dim, inner, bias=False)
+            self.to_kv = nn.Linear(context_dim, 2 * inner, bias=False)
+        else:
+            self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.to_out = nn.Linear(inner, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        if self.is_cross:
+            q = self.to_q(x).view(batch, tokens, self.heads, self.head_dim).transpose(1, 2)
+            k, v = self.to_kv(context).view(batch, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = self.to_qkv(x).view(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(y.transpose(1, 2).reshape(batch, tokens, -1))
+
+
+class TransformerBlock(nn.Module):
+    """diffusers' BasicTransformerBlock as TripoSR configures it: pre-LN self-attention, cross-attention, GEGLU."""
+
+    def __init__(self, config: BackboneConfig):
+        super().__init__()
+        dim, heads, head_dim = config.inner_dim, config.num_attention_heads, config.attention_head_dim
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, heads, head_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, heads, head_dim, context_dim=config.cross_attention_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff_in = nn.Linear(dim, 2 * 4 * dim)  # GEGLU: first half value, second half gate
+        self.ff_out = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        value, gate = self.ff_in(self.norm3(x)).chunk(2, dim=-1)
+        return x + self.ff_out(value * F.gelu(gate))
+
+
+class Transformer1D(nn.Module):
+    """Channels-first tokens (B, C, N) → (B, C, N); GroupNorm, proj_in, blocks, proj_out, plus the input."""
+
+    def __init__(self, config: BackboneConfig):
+        super().__init__()
+        self.norm = nn.GroupNorm(config.norm_num_groups, config.in_channels, eps=1e-6)
+        self.proj_in = nn.Linear(config.in_channels, config.inner_dim)
+        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
+        self.proj_out = nn.Linear(config.inner_dim, config.in_channels)
+
+    def forward(self, tokens: torch.Tensor, context: torch.Tensor, progress=None) -> torch.Tensor:
+        x = self.proj_in(self.norm(tokens).transpose(1, 2))
+        for index, block in enumerate(self.blocks):
+            x = block(x, context)
+            if progress is not None:
+                progress((index + 1) / len(self.blocks))
+        return self.proj_out(x).transpose(1, 2) + tokens
+
+
+class NeRFDecoder(nn.Module):
+    """Per-point MLP: triplane features → (raw density, 3 colour logits); n_hidden_layers counts the SiLUs."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        widths = [config.in_channels] + [config.n_neurons] * config.n_hidden_layers + [4]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.activation = {"silu": F.silu, "relu": F.relu}[config.activation]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            features = self.activation(layer(features))
+        return self.layers[-1](features)
+
+
+class TripoSR(nn.Module):
+    """The TripoSR model. `encode` turns images into scene codes (triplanes); `query` evaluates the field."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        planes = config.triplane
+        self.image_tokenizer = ViT(config.vit)
+        self.triplane_tokens = nn.Parameter(torch.empty(3, planes.num_channels, planes.plane_size, planes.plane_size))
+        self.backbone = Transformer1D(config.backbone)
+        self.upsampler = nn.ConvTranspose2d(config.upsampler.in_channels, config.upsampler.out_channels, 2, stride=2)
+        self.decoder = NeRFDecoder(config.decoder)
+        # Points per decoder batch: bounds query memory (about 1.5 kB per point at the official size).
+        self.query_chunk_size = 65536
+        # Autocast dtype for encode: "auto" = float16 on CUDA, float32 elsewhere; or a PRECISIONS key.
+        self.encode_precision = "auto"
+
+    @property
+    def device(self) -> torch.device:
+        return self.triplane_tokens.device
+
+    # Parity stages (compared one by one with the reference in the tests).
+
+    def resize_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) in [0, 1] → (B, 3, S, S), S = cond_image_size, antialiased bilinear like the reference."""
+        pixels = images.permute(0, 3, 1, 2).to(self.device, torch.float32)
+        size = self.config.cond_image_size
+        if pixels.shape[-2:] == (size, size):
+            return pixels
+        return F.interpolate(pixels, (size, size), mode="bilinear", align_corners=False, antialias=True)
+
+    def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] → (B, 1 + patches, vit hidden)."""
+        mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=pixels.device).view(1, 3, 1, 1)
+        return self.image_tokenizer((pixels - mean) / std)
+
+    def backbone_tokens(self, image_tokens: torch.Tensor, progress=None) -> torch.Tensor:
+        """Image tokens → triplane tokens (B, C, 3·P·P), channels first, ordered plane, row, column."""
+        tokens = self.triplane_tokens.permute(1, 0, 2, 3).reshape(1, self.config.triplane.num_channels, -1)
+        tokens = tokens.expand(len(image_tokens), -1, -1).to(image_tokens.dtype)
+        return self.backbone(tokens, image_tokens, progress)
+
+    def scene_codes(self, backbone_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, C, 3·P·P) → upsampled triplanes (B, 3, C', 2P, 2P)."""
+        batch, channels, _ = backbone_tokens.shape
+        size = self.config.triplane.plane_size
+        planes = backbone_tokens.view(batch, channels, 3, size, size).transpose(1, 2).reshape(3 * batch, channels, size, size)
+        planes = self.upsampler(planes)
+        return planes.view(batch, 3, *planes.shape[1:])
+
+    # Public API.
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor, progress=None) -> torch.Tensor:
+        """Images (B, H, W, 3) float in [0, 1] → scene codes (B, 3, C, H', W') float32 on the model's device.
+        progress(fraction), if given, is called as the backbone advances (it may raise to stop)."""
+        pixels = self.resize_images(images)
+        with self._autocast():
+            tokens = self.image_tokens(pixels)
+            tokens = self.backbone_tokens(tokens, progress)
+            codes = self.scene_codes(tokens)
+        return codes.float()
+
+    @torch.inference_mode()
+    def query(self, scene_code: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One scene code (3, C, H, W) and world points (N, 3) → density after activation (N,), colour (N, 3) in
+        [0, 1]. Runs in chunks of `query_chunk_size` points; results are on the points' device."""
+        if len(points) == 0:
+            return points.new_zeros(0), points.new_zeros(0, 3)
+        scene_code = scene_code.to(self.device, torch.float32)
+        densities, colors = [], []
+        for chunk in points.split(self.query_chunk_size):
+            raw = self.decoder(self._triplane_features(scene_code, chunk.to(self.device, torch.float32)))
+            densities.append(torch.exp(raw[:, 0] + self.config.renderer.density_bias).to(points.device))
+            colors.append(torch.sigmoid(raw[:, 1:4]).to(points.device))
+        return torch.cat(densities), torch.cat(colors)
+
+    @torch.inference_mode()
+    def extract_mesh(self, scene_code: torch.Tensor, resolution: int = 256, threshold: float = 25.0, progress=None):
+        """Marching cubes on the density field of one scene code, with vertex colours → core.mesh.Mesh."""
+        from .extract import extract_mesh
+
+        return extract_mesh(
+            lambda points: self.query(scene_code, points)[0],
+            lambda points: self.query(scene_code, points)[1],
+            resolution=resolution,
+            threshold=threshold,
+            radius=self.config.renderer.radius,
+            progress=progress,
+        )
+
+    def _triplane_features(self, scene_code: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples of the three planes at the points' (x,y), (x,z), (y,z) → (N, 3·C) plane-major."""
+        coords = points / self.config.renderer.radius
+        grid = torch.stack([coords[:, [0, 1]], coords[:, [0, 2]], coords[:, [1, 2]]]).unsqueeze(1)
+        samples = F.grid_sample(scene_code, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        samples = samples.squeeze(2)  # (3, C, N)
+        if self.config.renderer.feature_reduction == "mean":
+            return samples.mean(0).t()
+        return samples.permute(2, 0, 1).reshape(len(points), -1)
+
+    def _autocast(self):
+        precision = self.encode_precision
+        if precision == "auto":
+            precision = "float16" if self.device.type == "cuda" else "float32"
+        if precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[precision])

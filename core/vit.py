@@ -1,0 +1,75 @@
+"""The DINO ViT image tokenizer: a plain pre-LayerNorm vision transformer, numerically equal to transformers 4.35's
+ViTModel called with interpolate_pos_encoding=True (pooler output unused)."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ViTConfig
+
+
+class ViTAttention(nn.Module):
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)  # query, key, value fused
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, width = x.shape
+        q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(batch, tokens, width))
+
+
+class ViTBlock(nn.Module):
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = ViTAttention(config)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class ViT(nn.Module):
+    """Image (B, 3, H, W), already normalised → tokens (B, 1 + (H/p)·(W/p), hidden): CLS first, then patches row-major."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = config
+        grid = config.image_size // config.patch_size
+        self.cls_token = nn.Parameter(torch.empty(1, 1, config.hidden_size))
+        self.position_embeddings = nn.Parameter(torch.empty(1, 1 + grid * grid, config.hidden_size))
+        self.patch_embed = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size)
+        self.blocks = nn.ModuleList(ViTBlock(config) for _ in range(config.num_hidden_layers))
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embed(pixels)
+        rows, cols = patches.shape[-2:]
+        x = torch.cat([self.cls_token.expand(len(pixels), -1, -1), patches.flatten(2).transpose(1, 2)], dim=1)
+        x = x + self.interpolated_position_embeddings(rows, cols)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def interpolated_position_embeddings(self, rows: int, cols: int) -> torch.Tensor:
+        grid = self.config.image_size // self.config.patch_size
+        if rows == grid and cols == grid:
+            return self.position_embeddings
+        cls, patches = self.position_embeddings[:, :1], self.position_embeddings[:, 1:]
+        patches = patches.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+        # transformers 4.35 passes a scale factor of (n + 0.1) / grid, not the target size; PyTorch then maps
+        # output to input coordinates with that factor, which shifts the samples (REFERENCE.md §3.1).
+        patches = F.interpolate(
+            patches.float(),
+            scale_factor=((rows + 0.1) / grid, (cols + 0.1) / grid),
+            mode="bicubic",
+            align_corners=False,
+        ).to(patches.dtype)
+        return torch.cat([cls, patches.flatten(2).transpose(1, 2)], dim=1)

@@ -1,0 +1,354 @@
+"""Find, verify and load TripoSR weights: a local folder or an HF hub repo (config.yaml + model.ckpt)."""
+
+import hashlib
+import os
+import pickle
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig, load_config
+from .errors import ModelError
+from .model import TripoSR
+
+DEFAULT_SOURCE = "stabilityai/TripoSR"
+MODEL_ENV_VAR = "IMAGE_TO_MESH_MODEL"
+CONFIG_NAME = "config.yaml"
+CHECKPOINT_NAME = "model.ckpt"
+PINNED_REVISIONS = {"stabilityai/TripoSR": "c1cf7716aed5aa6c1c5e174657791ef0e1327bde"}
+KNOWN_SHA256 = {
+    ("stabilityai/TripoSR", "c1cf7716aed5aa6c1c5e174657791ef0e1327bde", CHECKPOINT_NAME):
+        "429e2c6b22a0923967459de24d67f05962b235f79cde6b032aa7ed2ffcd970ee",
+}
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def default_source() -> str:
+    """The model a user gets without choosing: $IMAGE_TO_MESH_MODEL if set, else the official HF repo."""
+    return os.environ.get(MODEL_ENV_VAR) or DEFAULT_SOURCE
+
+
+def load_model(source=DEFAULT_SOURCE, *, revision=None, device="auto", cache_dir=None, allow_download=True) -> TripoSR:
+    """Build TripoSR from a local folder holding config.yaml + model.ckpt, or from an HF hub repo id (downloaded
+    into the HF cache, or found there). Returns the model in eval mode on `device` ("auto": CUDA, MPS, CPU)."""
+    torch_device = resolve_device(device)
+    config_path, checkpoint_path = find_model_files(
+        source, revision=revision, cache_dir=cache_dir, allow_download=allow_download
+    )
+    config = load_config(config_path)
+    with torch.device("meta"):
+        model = TripoSR(config)
+    state = convert_checkpoint(read_checkpoint(checkpoint_path), model, checkpoint_path)
+    model.load_state_dict(state, strict=True, assign=True)
+    try:
+        model.to(torch_device)
+    except (RuntimeError, torch.OutOfMemoryError) as error:
+        raise ModelError(f"Could not move the model to {torch_device}: {error}. Try device 'cpu'.") from None
+    return model.eval().requires_grad_(False)
+
+
+def resolve_device(device="auto") -> torch.device:
+    name = str(device).lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        torch_device = torch.device(name)
+    except RuntimeError:
+        raise ModelError(f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'.") from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available()
+        and (torch_device.index is None or torch_device.index < torch.cuda.device_count()),
+        "mps": torch.backends.mps.is_available(),
+    }.get(torch_device.type, False)
+    if not available:
+        raise ModelError(
+            f"The device {device!r} is not available with this PyTorch ({torch.__version__}). "
+            "Use device 'auto' to pick the best available one, or 'cpu'."
+        )
+    return torch_device
+
+
+def find_model_files(source, *, revision=None, cache_dir=None, allow_download=True) -> tuple[Path, Path]:
+    """(config.yaml, model.ckpt) paths for a local folder or an HF repo id."""
+    source = str(source)
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        paths = folder / CONFIG_NAME, folder / CHECKPOINT_NAME
+        for path in paths:
+            if not path.is_file():
+                raise ModelError(
+                    f"The model folder {folder} has no {path.name}. A TripoSR model folder holds {CONFIG_NAME} and "
+                    f"{CHECKPOINT_NAME} (as in the stabilityai/TripoSR repository on huggingface.co)."
+                )
+        return paths
+    if not _REPO_ID.fullmatch(source) or source.startswith((".", "~")):
+        raise ModelError(
+            f"The model folder {source} does not exist. Give a folder holding {CONFIG_NAME} and {CHECKPOINT_NAME}, "
+            f"or a Hugging Face repo id such as {DEFAULT_SOURCE}."
+        )
+    revision = revision or PINNED_REVISIONS.get(source, "main")
+    return tuple(
+        _hub_file(source, name, revision, cache_dir, allow_download) for name in (CONFIG_NAME, CHECKPOINT_NAME)
+    )
+
+
+def _hub_file(repo_id: str, filename: str, revision: str, cache_dir, allow_download: bool) -> Path:
+    """Download (or find in the cache) one file and check its integrity; a corrupt cached copy is deleted and
+    fetched again once."""
+    for attempt in range(2):
+        path = _hf_download(repo_id, filename, revision, cache_dir, allow_download)
+        problem = _integrity_problem(path, KNOWN_SHA256.get((repo_id, revision, filename)))
+        if problem is None:
+            return path
+        _delete_cached(path)
+        if not allow_download:
+            raise ModelError(
+                f"The cached {filename} of {repo_id} was damaged ({problem}) and has been deleted. Allow downloads "
+                "to fetch it again, or use a local model folder."
+            )
+    raise ModelError(
+        f"{filename} of {repo_id} (revision {revision}) failed its integrity check twice ({problem}). "
+        "The download may be intercepted or the file on the hub changed; use a local model folder instead."
+    )
+
+
+def _hf_download(repo_id, filename, revision, cache_dir, allow_download) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub import errors as hub_errors
+
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=not allow_download,
+            )
+        )
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled if hasattr(hub_errors, "OfflineModeIsEnabled") else ()) as error:
+        raise ModelError(_offline_message(repo_id, allow_download, error)) from None
+    except hub_errors.RepositoryNotFoundError:
+        raise ModelError(f"The Hugging Face repository {repo_id} does not exist or is private.") from None
+    except hub_errors.RevisionNotFoundError:
+        raise ModelError(f"The Hugging Face repository {repo_id} has no revision {revision}.") from None
+    except hub_errors.EntryNotFoundError:
+        raise ModelError(f"The Hugging Face repository {repo_id} has no file {filename}.") from None
+    except hub_errors.HfHubHTTPError as error:
+        raise ModelError(f"Downloading {filename} from {repo_id} failed: {error}") from None
+    except (OSError, ValueError) as error:
+        raise ModelError(f"Could not get {filename} of {repo_id}: {error}") from None
+
+
+def _offline_message(repo_id, allow_download, error) -> str:
+    why = (
+        "downloads are not allowed (Blender's online access is off, or the download option was disabled)"
+        if not allow_download
+        else f"the Hugging Face hub could not be reached ({type(error).__name__})"
+    )
+    return (
+        f"The model {repo_id} is not in the local cache and {why}. Either allow online access so it can be "
+        f"downloaded once (about 1.7 GB), or download {CONFIG_NAME} and {CHECKPOINT_NAME} from "
+        f"https://huggingface.co/{repo_id} on another machine, put both in one folder, and point to that folder: "
+        f"the add-on's 'Model folder' preference, the {MODEL_ENV_VAR} environment variable, or "
+        f"`python -m core --model PATH` on the command line."
+    )
+
+
+def _integrity_problem(path: Path, expected_sha256: str | None) -> str | None:
+    """Check a hub file against the known hash, or against its content-addressed blob name in the HF cache
+    (sha256 for large LFS files, git's blob sha1 for small ones)."""
+    blob_name = Path(os.path.realpath(path)).name
+    if expected_sha256 is None and re.fullmatch(r"[0-9a-f]{64}", blob_name):
+        expected_sha256 = blob_name
+    if expected_sha256 is not None:
+        actual = _file_digest(path, hashlib.sha256())
+        return None if actual == expected_sha256 else f"sha256 {actual}, expected {expected_sha256}"
+    if re.fullmatch(r"[0-9a-f]{40}", blob_name):
+        git = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+        actual = _file_digest(path, git)
+        return None if actual == blob_name else f"git blob sha1 {actual}, expected {blob_name}"
+    return None
+
+
+def _file_digest(path: Path, digest) -> str:
+    with open(path, "rb") as file:
+        while block := file.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _delete_cached(path: Path):
+    blob = Path(os.path.realpath(path))
+    for item in {path, blob}:
+        try:
+            item.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise ModelError(f"The cached file {item} is damaged and could not be deleted: {error}.") from None
+
+
+def read_checkpoint(path) -> dict:
+    """torch.load the state dict memory-mapped and with weights_only (a pickle that would run code is refused)."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap can only be used" not in str(error):
+                    raise
+                # Legacy (non-zip) torch.save format: loadable, but not memory-mappable.
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"The checkpoint {path} does not exist.") from None
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error):
+            raise ModelError(
+                f"Refused to load {path}: it is not a plain tensor checkpoint — its pickle asks to run code or "
+                "build other objects, which could be malicious. Nothing from it was executed. Use the official "
+                "TripoSR model.ckpt."
+            ) from None
+        raise ModelError(_damaged_message(path, error)) from None
+    except Exception as error:  # torch raises many types for damaged files (RuntimeError, EOFError, KeyError...)
+        raise ModelError(_damaged_message(path, error)) from None
+    if not isinstance(checkpoint, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in checkpoint.items()
+    ):
+        raise ModelError(f"{path} is not a TripoSR checkpoint: it does not hold a state dict of named tensors.")
+    return checkpoint
+
+
+def _damaged_message(path, error) -> str:
+    return (
+        f"The checkpoint {path} is damaged or not a PyTorch checkpoint (truncated download?): "
+        f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}. "
+        "Delete it and download it again."
+    )
+
+
+def checkpoint_key_map(model: TripoSR):
+    """Yield (our parameter name, official checkpoint names) for every parameter. Several official names are
+    concatenated along dim 0 into one of ours (fused q/k/v); official names mapped to None are unused."""
+    config = model.config
+    vit, ours = "image_tokenizer.model.", "image_tokenizer."
+    weight_bias = ("weight", "bias")
+    yield ours + "cls_token", [vit + "embeddings.cls_token"]
+    yield ours + "position_embeddings", [vit + "embeddings.position_embeddings"]
+    for p in weight_bias:
+        yield ours + f"patch_embed.{p}", [vit + f"embeddings.patch_embeddings.projection.{p}"]
+    for n in range(config.vit.num_hidden_layers):
+        src, dst = f"{vit}encoder.layer.{n}.", f"{ours}blocks.{n}."
+        qkv_params = weight_bias if config.vit.qkv_bias else ("weight",)
+        for p in qkv_params:
+            yield dst + f"attn.qkv.{p}", [src + f"attention.attention.{name}.{p}" for name in ("query", "key", "value")]
+        for p in weight_bias:
+            yield dst + f"attn.out.{p}", [src + f"attention.output.dense.{p}"]
+            yield dst + f"norm1.{p}", [src + f"layernorm_before.{p}"]
+            yield dst + f"norm2.{p}", [src + f"layernorm_after.{p}"]
+            yield dst + f"fc1.{p}", [src + f"intermediate.dense.{p}"]
+            yield dst + f"fc2.{p}", [src + f"output.dense.{p}"]
+    for p in weight_bias:
+        yield ours + f"norm.{p}", [vit + f"layernorm.{p}"]
+    yield "triplane_tokens", ["tokenizer.embeddings"]
+    for p in weight_bias:
+        yield f"backbone.norm.{p}", [f"backbone.norm.{p}"]
+        yield f"backbone.proj_in.{p}", [f"backbone.proj_in.{p}"]
+        yield f"backbone.proj_out.{p}", [f"backbone.proj_out.{p}"]
+    for n in range(config.backbone.num_layers):
+        block = f"backbone.transformer_blocks.{n}."
+        dst = f"backbone.blocks.{n}."
+        yield dst + "attn1.to_qkv.weight", [block + f"attn1.to_{x}.weight" for x in "qkv"]
+        yield dst + "attn2.to_q.weight", [block + "attn2.to_q.weight"]
+        yield dst + "attn2.to_kv.weight", [block + f"attn2.to_{x}.weight" for x in "kv"]
+        for p in weight_bias:
+            for attn in ("attn1", "attn2"):
+                yield dst + f"{attn}.to_out.{p}", [block + f"{attn}.to_out.0.{p}"]
+            for norm in ("norm1", "norm2", "norm3"):
+                yield dst + f"{norm}.{p}", [block + f"{norm}.{p}"]
+            yield dst + f"ff_in.{p}", [block + f"ff.net.0.proj.{p}"]
+            yield dst + f"ff_out.{p}", [block + f"ff.net.2.{p}"]
+    for p in weight_bias:
+        yield f"upsampler.{p}", [f"post_processor.upsample.{p}"]
+        for index in range(len(model.decoder.layers)):
+            yield f"decoder.layers.{index}.{p}", [f"decoder.layers.{2 * index}.{p}"]
+        # ViTModel's pooler is in the checkpoint but its output is never used.
+        yield None, [vit + f"pooler.dense.{p}"]
+
+
+def convert_checkpoint(checkpoint: dict, model: TripoSR, path) -> dict:
+    """Official state dict → ours, strictly: every official key must be present with its exact shape, and no other."""
+    ours = dict(model.state_dict())
+    hidden = model.config.vit.hidden_size
+    plan = []
+    expected = {}
+    for name, sources in checkpoint_key_map(model):
+        if name is None:
+            shape = (hidden, hidden) if sources[0].endswith("weight") else (hidden,)
+        else:
+            full = ours.pop(name).shape
+            shape = (full[0] // len(sources), *full[1:])
+        for source in sources:
+            expected[source] = torch.Size(shape)
+        plan.append((name, sources))
+    assert not ours, f"parameters without a checkpoint key: {sorted(ours)}"  # a bug here, not in the file
+
+    missing = sorted(k for k in expected if k not in checkpoint)
+    unexpected = sorted(k for k in checkpoint if k not in expected)
+    misshapen = sorted(
+        f"{k} {tuple(checkpoint[k].shape)} (expected {tuple(expected[k])})"
+        for k in expected
+        if k in checkpoint and checkpoint[k].shape != expected[k]
+    )
+    problems = [
+        f"{label}: {_listing(items)}"
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", misshapen))
+        if items
+    ]
+    if problems:
+        raise ModelError(
+            f"The checkpoint {path} does not match its config.yaml — " + "; ".join(problems)
+            + ". Use the model.ckpt and config.yaml that belong together."
+        )
+    bad_dtype = sorted(k for k in expected if not checkpoint[k].is_floating_point())
+    if bad_dtype:
+        raise ModelError(f"The checkpoint {path} holds non-float tensors: {_listing(bad_dtype)}.")
+
+    state = {}
+    for name, sources in plan:
+        if name is not None:
+            tensors = [checkpoint[source].float() for source in sources]
+            state[name] = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+    return state
+
+
+def _listing(items, limit=8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def official_state_dict(model: TripoSR) -> dict:
+    """Our parameters under the official checkpoint's names (the inverse of convert_checkpoint); for saving a
+    checkpoint the reference code could load. The unused ViT pooler is written as zeros."""
+    ours = model.state_dict()
+    hidden = model.config.vit.hidden_size
+    state = {}
+    for name, sources in checkpoint_key_map(model):
+        if name is None:
+            state[sources[0]] = torch.zeros((hidden, hidden) if sources[0].endswith("weight") else (hidden,))
+            continue
+        for source, part in zip(sources, ours[name].chunk(len(sources))):
+            state[source] = part.clone()
+    return state
+
+
+__all__ = ["DEFAULT_SOURCE", "MODEL_ENV_VAR", "ModelConfig", "default_source", "load_model", "resolve_device"]

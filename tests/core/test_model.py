@@ -1,0 +1,96 @@
+"""Parity of our TripoSR with the reference outputs stored in the tiny fixture, stage by stage."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.weights import load_model
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def model_input(tiny_model_dir):
+    return torch.from_numpy(np.load(tiny_model_dir / "model_input.npy"))
+
+
+def reference(tiny_model_dir, name):
+    return torch.from_numpy(np.load(tiny_model_dir / f"{name}.npy"))
+
+
+def test_resize_of_preprocessed_image_matches_model_input(model, model_input, tiny_model_dir):
+    image = np.asarray(Image.open(tiny_model_dir / "preprocessed.png"), dtype=np.float32) / 255
+    assert image.shape == (260, 260, 3)
+    resized = model.resize_images(torch.from_numpy(image)[None]).permute(0, 2, 3, 1)
+    torch.testing.assert_close(resized, model_input, atol=1e-6, rtol=0)
+
+
+def test_stages_match_reference(model, model_input, tiny_model_dir):
+    with torch.inference_mode():
+        image_tokens = model.image_tokens(model.resize_images(model_input))
+        torch.testing.assert_close(image_tokens, reference(tiny_model_dir, "image_tokens"), atol=1e-4, rtol=0)
+        backbone_tokens = model.backbone_tokens(image_tokens)
+        torch.testing.assert_close(backbone_tokens, reference(tiny_model_dir, "backbone_tokens"), atol=1e-4, rtol=0)
+        scene_codes = model.scene_codes(backbone_tokens)
+        torch.testing.assert_close(scene_codes, reference(tiny_model_dir, "scene_codes"), atol=1e-4, rtol=0)
+
+
+def test_encode_matches_reference_scene_codes(model, model_input, tiny_model_dir):
+    steps = []
+    scene_codes = model.encode(model_input, progress=steps.append)
+    assert scene_codes.shape == (1, 3, 8, 16, 16) and scene_codes.dtype == torch.float32
+    torch.testing.assert_close(scene_codes, reference(tiny_model_dir, "scene_codes"), atol=1e-4, rtol=0)
+    assert steps == [0.5, 1.0]  # one report per backbone layer
+
+
+def test_position_embedding_interpolation_uses_the_transformers_435_scale_factor(model, model_input):
+    # The newer transformers behaviour (interpolate to the target size) must give different embeddings,
+    # otherwise the parity test above would not guard the trap.
+    vit = model.image_tokenizer
+    ours = vit.interpolated_position_embeddings(8, 8)[:, 1:]
+    grid = vit.position_embeddings[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    newer = torch.nn.functional.interpolate(grid, size=(8, 8), mode="bicubic", align_corners=False)
+    assert ours.shape == (1, 64, 64)
+    assert (ours - newer.flatten(2).transpose(1, 2)).abs().max() > 1e-2
+
+
+def test_query_matches_reference_density_and_colour(model, tiny_model_dir):
+    scene_code = reference(tiny_model_dir, "scene_codes")[0]
+    points = reference(tiny_model_dir, "query_points")
+    model.query_chunk_size = 1000  # several chunks, one of them partial
+    try:
+        density, color = model.query(scene_code, points)
+    finally:
+        model.query_chunk_size = 65536
+    assert density.shape == (4096,) and color.shape == (4096, 3)
+    torch.testing.assert_close(density, reference(tiny_model_dir, "query_density_act")[:, 0], rtol=1e-4, atol=0)
+    torch.testing.assert_close(color, reference(tiny_model_dir, "query_color"), rtol=1e-4, atol=0)
+
+
+def test_density_grid_matches_reference(model, tiny_model_dir):
+    scene_code = reference(tiny_model_dir, "scene_codes")[0]
+    axis = torch.linspace(-0.87, 0.87, 32)
+    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    density, _ = model.query(scene_code, points)
+    torch.testing.assert_close(density.view(32, 32, 32), reference(tiny_model_dir, "density_grid_32"), rtol=1e-4, atol=0)
+
+
+def test_query_of_no_points_and_points_outside_the_box(model, tiny_model_dir):
+    scene_code = reference(tiny_model_dir, "scene_codes")[0]
+    density, color = model.query(scene_code, torch.zeros(0, 3))
+    assert density.shape == (0,) and color.shape == (0, 3)
+    # Far outside every plane grid_sample's zero padding gives the same features everywhere.
+    density, color = model.query(scene_code, torch.tensor([[5.0, 5.0, 5.0], [-9.0, 7.0, 6.0]]))
+    torch.testing.assert_close(density[0], density[1])
+    assert ((color >= 0) & (color <= 1)).all()
+
+
+def test_batched_encode_equals_single(model, model_input):
+    pair = torch.cat([model_input, model_input.flip(1)])
+    codes = model.encode(pair)
+    torch.testing.assert_close(codes[:1], model.encode(model_input), atol=1e-5, rtol=0)
+    torch.testing.assert_close(codes[1:], model.encode(pair[1:]), atol=1e-5, rtol=0)
