@@ -1,5 +1,6 @@
 """Image to Mesh core: a TripoSR-compatible image → mesh engine in plain PyTorch. Knows nothing of Blender."""
 
 from .errors import Cancelled, ImageToMeshError, InputError, ModelError, WorkerError
+from .preprocess import prepare_image
 
-__all__ = ["Cancelled", "ImageToMeshError", "InputError", "ModelError", "WorkerError"]
+__all__ = ["Cancelled", "ImageToMeshError", "InputError", "ModelError", "WorkerError", "prepare_image"]
