@@ -1,0 +1,65 @@
+# Image to Mesh — developer commands. From a fresh clone:
+#   make demo      set up .venv, then image -> mesh in headless Blender: out/<name>.blend/.png/.glb
+#   make test      set up .venv, then the whole test suite
+#   make package   the installable extension zip(s) in dist/
+# Variables: MODEL=folder (demo: a local model), IMAGE=file (demo input),
+#   PLATFORMS="linux-x64 windows-x64 macos-arm64", PYTHON_VERSIONS="3.11 3.13" (package),
+#   TORCH_SOURCE=folder-or-index-url (package: where the CPU torch wheels come from),
+#   PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" (venv: e.g. the small CPU torch).
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-requirements
+PIP_ARGS ?=
+
+PLATFORMS ?= linux-x64
+PYTHON_VERSIONS ?= 3.11
+TORCH_SOURCE ?=
+
+# What the bpy wheel needs on a bare Debian/Ubuntu machine (see DESIGN.md, Tests).
+SYSTEM_LIBS := libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libx11-6 libxi6 libxrender1 \
+	libxfixes3 libxext6 libsm6 libice6 libxkbcommon0
+
+.PHONY: test demo package venv system-libs examples clean
+
+test: system-libs venv
+	$(PY) -m pytest -q
+
+demo: system-libs venv
+	$(PY) scripts/demo.py $(if $(IMAGE),--image "$(IMAGE)") $(if $(MODEL),--model "$(MODEL)")
+
+package: venv
+	$(PY) scripts/package.py --platforms $(PLATFORMS) --python-versions $(PYTHON_VERSIONS) \
+		$(if $(TORCH_SOURCE),--torch-source "$(TORCH_SOURCE)")
+
+examples: system-libs venv
+	$(PY) scripts/make_examples.py
+
+venv: $(STAMP)
+
+$(STAMP): requirements/core.txt requirements/dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found): install it, or run make PYTHON=/path/to/python3.11"; exit 1; }
+	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then \
+		echo "$(VENV) is not Python 3.11: remove it and run make again"; exit 1; fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check $(PIP_ARGS) -r requirements/dev.txt
+	touch $(STAMP)
+
+system-libs:
+	@command -v dpkg >/dev/null || exit 0; \
+	missing=""; for lib in $(SYSTEM_LIBS); do dpkg -s $$lib >/dev/null 2>&1 || missing="$$missing $$lib"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing the system libraries the bpy module needs:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends $$missing >/dev/null 2>&1 || \
+		{ apt-get update -q && apt-get install -y --no-install-recommends $$missing; }; \
+	else \
+		echo "The bpy module needs these system libraries:$$missing"; \
+		echo "Install them with:  sudo apt-get install -y$$missing"; \
+		exit 1; \
+	fi
+
+clean:
+	rm -rf build dist out

@@ -1,0 +1,259 @@
+"""Build the installable extension zip(s) with Blender's own extension tool.
+
+For each platform and Python version: download the runtime wheels (requirements/extension.txt and what
+they need, never numpy, which Blender ships), stage the extension's files without the development ones,
+write a build copy of blender_manifest.toml listing the wheels, then build and validate with
+blender_ext.py from the bpy wheel. The zips land in dist/.
+
+    python scripts/package.py --platforms linux-x64 windows-x64 macos-arm64 --python-versions 3.11 3.13
+
+The CPU torch wheel for Linux is not on PyPI (PyPI's Linux torch is the CUDA build, gigabytes): by default
+pip's own configuration is tried first (a find-links folder or mirror that holds torch==X+cpu), then
+PyTorch's CPU index. --torch-source (or TORCH_SOURCE) names a folder of wheels or an index URL instead.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+# Blender's Python already has these; bundling them would shadow or duplicate its own copies.
+SHIPPED_WITH_BLENDER = {"numpy", "requests", "urllib3", "certifi", "idna", "charset_normalizer", "zstandard", "cython"}
+# Torch declares setuptools for building C++ extensions at run time, which the extension never does.
+NOT_NEEDED_AT_RUNTIME = {"setuptools"}
+
+PIP_PLATFORMS = {
+    "linux-x64": [f"manylinux_2_{minor}_x86_64" for minor in range(28, 16, -1)] + ["manylinux2014_x86_64"],
+    "windows-x64": ["win_amd64"],
+    "macos-arm64": ["macosx_14_0_arm64"],  # pip widens a macOS tag to every older release
+}
+# Blender's bundled Python by release: 4.2-5.0 have 3.11, 5.1 and later 3.13.
+BLENDER_RANGE_FOR_PYTHON = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("5.1.0", None)}
+
+# Left out of the zip: development files, and what the build itself writes.
+DEV_PATHS = {
+    ".ci", ".git", ".gitignore", ".github", ".venv", ".whl", ".pytest_cache", ".hypothesis",
+    "tests", "benchmarks", "examples", "scripts", "docs", "requirements", "Makefile", "pytest.ini",
+    "build", "dist", "out",
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--platforms", nargs="+", default=["linux-x64"], choices=sorted(PIP_PLATFORMS))
+    parser.add_argument("--python-versions", nargs="+", default=["3.11"], choices=sorted(BLENDER_RANGE_FOR_PYTHON))
+    parser.add_argument("--torch-source", default=os.environ.get("TORCH_SOURCE") or None,
+                        help="folder of wheels or package index URL for the CPU torch wheel")
+    parser.add_argument("--wheel-cache", type=Path, default=REPO_ROOT / ".whl", help="downloaded wheels are kept here")
+    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "dist")
+    args = parser.parse_args(argv)
+
+    try:
+        zips = [
+            build(platform, python_version, args)
+            for python_version in args.python_versions
+            for platform in args.platforms
+        ]
+    except BuildError as error:
+        print(f"make package: {error}", file=sys.stderr)
+        return 1
+    for path in zips:
+        print(f"built {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}"
+              f" ({path.stat().st_size / 1e6:.0f} MB)")
+    return 0
+
+
+class BuildError(Exception):
+    pass
+
+
+def build(platform: str, python_version: str, args) -> Path:
+    tag = f"{platform}-py{python_version.replace('.', '')}"
+    print(f"--- {tag}: downloading wheels", flush=True)
+    wheel_dir = args.wheel_cache / tag
+    wheels = download_wheels(platform, python_version, wheel_dir, args.torch_source)
+
+    stage = REPO_ROOT / "build" / tag
+    shutil.rmtree(stage, ignore_errors=True)
+    copy_extension_files(stage)
+    (stage / "wheels").mkdir()
+    for wheel in wheels:
+        link_or_copy(wheel, stage / "wheels" / wheel.name)
+    write_build_manifest(stage, platform, python_version, [f"./wheels/{w.name}" for w in wheels])
+
+    print(f"--- {tag}: building the zip", flush=True)
+    out_dir = REPO_ROOT / "build" / f"{tag}-zip"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    extension_tool("build", "--source-dir", str(stage), "--output-dir", str(out_dir), "--split-platforms")
+    built = sorted(out_dir.glob("*.zip"))
+    if len(built) != 1:
+        raise BuildError(f"expected one zip for {tag}, the extension tool wrote {[p.name for p in built]}")
+    extension_tool("validate", str(built[0]))
+
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    final = args.output_dir / f"{built[0].stem}-python{python_version}.zip"
+    shutil.move(built[0], final)
+    shutil.rmtree(out_dir)
+    return final
+
+
+def download_wheels(platform: str, python_version: str, wheel_dir: Path, torch_source) -> list[Path]:
+    """Every wheel the extension needs on that platform, resolved together, minus Blender's own modules."""
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    requirements = read_requirements(REPO_ROOT / "requirements" / "extension.txt")
+    torch_spec = requirements.pop("torch")
+    torch_wheel = download_torch(platform, python_version, wheel_dir, torch_spec, torch_source)
+
+    # Resolve against the numpy our pins were tested with (3.11); it is left out of the zip afterwards.
+    numpy_pin = ["numpy==1.26.4"] if python_version == "3.11" else []
+    resolved = pip_download(platform, python_version, wheel_dir, [str(torch_wheel), *requirements.values(), *numpy_pin])
+    return sorted(
+        (wheel for wheel in resolved if normalize(wheel.name.split("-")[0]) not in SHIPPED_WITH_BLENDER | NOT_NEEDED_AT_RUNTIME),
+        key=lambda wheel: wheel.name.lower(),
+    )
+
+
+def download_torch(platform, python_version, wheel_dir, spec, torch_source) -> Path:
+    """The CPU build of torch: PyPI has it for Windows and macOS; Linux needs the +cpu build."""
+    if platform.startswith("linux"):
+        spec += "+cpu"
+    attempts = []
+    if torch_source:
+        source = Path(torch_source)
+        attempts.append(["--no-index", "--find-links", str(source)] if source.is_dir() else ["--index-url", torch_source])
+    else:
+        attempts.append([])  # pip's configuration: PyPI plus any find-links / mirror set up on this machine
+        if platform.startswith("linux"):
+            attempts.append(["--index-url", PYTORCH_CPU_INDEX])
+    for extra in attempts:
+        try:
+            return pip_download(platform, python_version, wheel_dir, [spec], ["--no-deps", *extra], quiet=True)[0]
+        except BuildError:
+            continue
+    raise BuildError(
+        f"could not download {spec} for {platform}, Python {python_version}. Give a folder holding the wheel or a "
+        f"package index with it: make package TORCH_SOURCE=/path/to/wheels (or TORCH_SOURCE={PYTORCH_CPU_INDEX})."
+    )
+
+
+def pip_download(platform, python_version, dest: Path, requirements, extra_args=(), quiet=False) -> list[Path]:
+    """Download (or find already downloaded) the wheels; returns the files pip resolved."""
+    abi = "cp" + python_version.replace(".", "")
+    command = [
+        sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
+        "--only-binary=:all:", "--python-version", python_version, "--implementation", "cp", "--abi", abi,
+        "--abi", "abi3", "--abi", "none", "--dest", str(dest),
+        *[arg for tag in PIP_PLATFORMS[platform] for arg in ("--platform", tag)],
+        *extra_args, *requirements,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        if not quiet:
+            print(result.stdout + result.stderr, file=sys.stderr)
+        raise BuildError(f"pip download failed for {platform}, Python {python_version}")
+    # pip says "Saved <path>" or "File was already downloaded <path>" once per resolved file.
+    found = re.findall(r"^\s*(?:Saved|File was already downloaded) (.+\.whl)\s*$", result.stdout, re.MULTILINE)
+    wheels = [Path(path) for path in dict.fromkeys(found)]
+    if not wheels or not all(wheel.is_file() for wheel in wheels):
+        raise BuildError(f"pip download reported no usable wheels for {platform}:\n{result.stdout}")
+    return wheels
+
+
+def read_requirements(path: Path) -> dict[str, str]:
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return {normalize(line.split("==")[0]): line for line in lines if line}
+
+
+def normalize(name: str) -> str:
+    return name.lower().replace("-", "_").replace(".", "_")
+
+
+def copy_extension_files(stage: Path):
+    """The checkout's files (tracked and new, as git sees them), without the development ones."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT, capture_output=True, text=True,
+    )
+    if listed.returncode == 0:
+        files = [Path(p) for p in listed.stdout.split("\0") if p]
+    else:  # not a git checkout: take everything that is not hidden
+        files = [p.relative_to(REPO_ROOT) for p in REPO_ROOT.rglob("*") if p.is_file()]
+    for relative in files:
+        parts = relative.parts
+        if parts[0] in DEV_PATHS or parts[0].startswith(".") or "__pycache__" in parts or relative.suffix == ".pyc":
+            continue
+        source = REPO_ROOT / relative
+        if not source.is_file():  # deleted in the work tree but still in the index
+            continue
+        target = stage / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def write_build_manifest(stage: Path, platform: str, python_version: str, wheels: list[str]):
+    manifest = tomllib.loads((REPO_ROOT / "blender_manifest.toml").read_text())
+    manifest["wheels"] = wheels
+    manifest["platforms"] = [platform]
+    version_min, version_max = BLENDER_RANGE_FOR_PYTHON[python_version]
+    if version_tuple(manifest.get("blender_version_min", "0")) < version_tuple(version_min):
+        manifest["blender_version_min"] = version_min
+    if version_max and version_tuple(manifest.get("blender_version_max", "999")) > version_tuple(version_max):
+        manifest["blender_version_max"] = version_max
+    (stage / "blender_manifest.toml").write_text(to_toml(manifest))
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def to_toml(data: dict) -> str:
+    """TOML for the manifest's shapes: strings, lists of strings, one level of tables."""
+    def value(v):
+        if isinstance(v, list):
+            return "[\n" + "".join(f"  {json.dumps(item)},\n" for item in v) + "]" if v else "[]"
+        return json.dumps(v)  # a JSON string, bool or number is valid TOML
+
+    lines = [f"{key} = {value(v)}" for key, v in data.items() if not isinstance(v, dict)]
+    for table, entries in ((k, v) for k, v in data.items() if isinstance(v, dict)):
+        lines += ["", f"[{table}]"] + [f"{key} = {value(v)}" for key, v in entries.items()]
+    return "\n".join(lines) + "\n"
+
+
+def extension_tool(*args: str):
+    command = [sys.executable, str(bpy_scripts() / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"), *args,
+               "--valid-tags", str(bpy_scripts() / "modules" / "_bpy_internal" / "extensions" / "tags.py")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BuildError(f"Blender's extension tool failed ({' '.join(args[:1])}):\n{result.stdout}{result.stderr}")
+
+
+def bpy_scripts() -> Path:
+    """Blender's scripts folder inside the installed bpy wheel, found without importing bpy."""
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or spec.origin is None:
+        raise BuildError("the bpy module is not installed in this Python: run make package (it sets up .venv)")
+    found = sorted(Path(spec.origin).parent.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    if not found:
+        raise BuildError(f"Blender's extension tool is not in {Path(spec.origin).parent}")
+    return found[-1].parents[3]
+
+
+def link_or_copy(source: Path, target: Path):
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
