@@ -8,8 +8,9 @@ import warnings
 from pathlib import Path
 
 import torch
+import yaml
 
-from .config import ModelConfig, load_config
+from .config import load_config
 from .errors import ModelError
 from .model import TripoSR
 
@@ -94,9 +95,20 @@ def find_model_files(source, *, revision=None, cache_dir=None, allow_download=Tr
             f"or a Hugging Face repo id such as {DEFAULT_SOURCE}."
         )
     revision = revision or PINNED_REVISIONS.get(source, "main")
-    return tuple(
-        _hub_file(source, name, revision, cache_dir, allow_download) for name in (CONFIG_NAME, CHECKPOINT_NAME)
-    )
+    config_path = _hub_file(source, CONFIG_NAME, revision, cache_dir, allow_download)
+    vit_config = _vit_config_file_name(config_path)
+    if vit_config is not None:  # a ViT config .json beside config.yaml (the official file names a built-in ViT)
+        _hub_file(source, vit_config, revision, cache_dir, allow_download)
+    return config_path, _hub_file(source, CHECKPOINT_NAME, revision, cache_dir, allow_download)
+
+
+def _vit_config_file_name(config_path: Path) -> str | None:
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        name = raw["image_tokenizer"]["pretrained_model_name_or_path"]
+    except Exception:  # load_config reports what is wrong with the file
+        return None
+    return name if isinstance(name, str) and name.endswith(".json") and "/" not in name else None
 
 
 def _hub_file(repo_id: str, filename: str, revision: str, cache_dir, allow_download: bool) -> Path:
@@ -133,7 +145,7 @@ def _hf_download(repo_id, filename, revision, cache_dir, allow_download) -> Path
                 local_files_only=not allow_download,
             )
         )
-    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled if hasattr(hub_errors, "OfflineModeIsEnabled") else ()) as error:
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as error:
         raise ModelError(_offline_message(repo_id, allow_download, error)) from None
     except hub_errors.RepositoryNotFoundError:
         raise ModelError(f"The Hugging Face repository {repo_id} does not exist or is private.") from None
@@ -350,5 +362,3 @@ def official_state_dict(model: TripoSR) -> dict:
             state[source] = part.clone()
     return state
 
-
-__all__ = ["DEFAULT_SOURCE", "MODEL_ENV_VAR", "ModelConfig", "default_source", "load_model", "resolve_device"]
