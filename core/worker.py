@@ -1,0 +1,558 @@
+"""Runs core in a separate Python process that keeps the model loaded between jobs, and the client that drives it.
+
+Why a process (see DESIGN.md): inference in a thread stalls Blender's UI, a crash or out-of-memory in a child
+cannot take Blender down, a child can be ended at any moment, and it can be another interpreter (an
+environment with CUDA PyTorch). The child is `<python> -m core.worker`, started with a plain subprocess and
+spoken to over its stdin/stdout with worker_protocol's messages (JSON + raw numpy arrays, never pickle).
+Its stderr is its log. It ends when its stdin closes, so it never outlives its parent.
+
+Client API (the Blender operator's; the client never imports torch):
+
+    client = WorkerClient(python=None, extra_paths=(), timeouts=Timeouts())
+        python       interpreter for the worker; None = sys.executable (Blender's own Python, which gets the
+                     parent's sys.path so bundled wheels are found). Another path = an external environment
+                     (e.g. CUDA PyTorch) that has core's requirements installed; it gets only the add-on's folder.
+        extra_paths  more import paths for the worker, after the add-on's folder.
+        timeouts     Timeouts(loading=1200, silence=300, grace=5) in seconds: the longest silence allowed
+                     while the worker starts and loads the model / while a job runs; how long a cancelled or
+                     closing worker may take to stop before it is killed.
+    client.start()                        start the process now (optional: jobs start it on demand)
+    client.submit(image, settings, model) start a job, return at once
+        image        numpy array (H, W) or (H, W, C) of pixels (uint8, uint16, float...) or a file path
+        settings     core.pipeline.GenerateSettings (or a dict of its fields)
+        model        ModelSpec(source, revision, device, cache_dir, allow_download); a job with another spec
+                     than the loaded model's reloads it
+        Raises WorkerError when a job is already running or the process cannot start, InputError for an image
+        that is neither an array nor a path.
+    client.poll() -> list of events       non-blocking, for a modal operator's timer. A job ends with exactly
+                                          one Result or Failure.
+        Progress(stage, fraction)  stage: "Loading model", "Preparing image", "Encoding image", "Extracting mesh"
+        Result(mesh)               core.mesh.Mesh
+        Failure(error)             an InputError, ModelError, WorkerError or Cancelled: show str(error)
+    client.run(image, settings, model, progress=None) -> Mesh
+                                          blocking (background mode, scripts). progress(stage, fraction) may
+                                          raise Cancelled to cancel the job. Raises the job's error.
+    client.cancel()                       ask the running job to stop; it ends as Failure(Cancelled), a late
+                                          result is dropped. A worker that does not stop within grace is killed.
+    client.close()                        end the process and free the model ("Unload model"); the next job
+                                          starts a new one. Also done at interpreter exit.
+    client.busy, client.alive, client.pid (None when no process), client.log_tail(lines=20) -> str
+
+A crashed, killed or hung worker ends the running job with a WorkerError that says so; the next job starts a
+fresh process. The client is meant for one thread (Blender's main thread).
+"""
+
+import atexit
+import collections
+import dataclasses
+import gc
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Cancelled, ImageToMeshError, InputError, ModelError, WorkerError
+from .mesh import Mesh
+from .worker_protocol import DTYPES, read_message, write_message
+
+log = logging.getLogger(__name__)
+
+LOG_LINES = 200
+LOG_LINE_BYTES = 4096
+PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one stage
+OOM_RETRIES = 2  # on CUDA out-of-memory: retries, each with a 4× smaller query chunk
+ORPHAN_EXIT_DELAY = 5.0  # seconds a worker whose parent is gone waits for its job to stop before it exits
+_ERROR_TYPES = {cls.__name__: cls for cls in (ImageToMeshError, InputError, ModelError, WorkerError, Cancelled)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model the worker loads: the arguments of core.weights.load_model."""
+
+    source: str = "stabilityai/TripoSR"  # HF repo id or a local folder with config.yaml + model.ckpt
+    revision: str | None = None
+    device: str = "auto"
+    cache_dir: str | None = None
+    allow_download: bool = True
+
+    def to_message(self) -> dict:
+        """The spec with local paths made absolute (the worker runs in another folder)."""
+        source = os.fspath(self.source)
+        cache_dir = None if self.cache_dir is None else os.path.abspath(os.fspath(self.cache_dir))
+        return dataclasses.asdict(dataclasses.replace(
+            self, source=os.path.abspath(source) if os.path.isdir(source) else source, cache_dir=cache_dir))
+
+
+@dataclass
+class Timeouts:
+    loading: float = 1200.0  # silence allowed while the worker starts and loads the model (a first download is slow)
+    silence: float = 300.0  # silence allowed between the progress messages of a job
+    grace: float = 5.0  # time a cancelled or closing worker gets to stop before it is killed
+
+
+@dataclass
+class Progress:
+    stage: str
+    fraction: float
+
+
+@dataclass
+class Result:
+    mesh: Mesh
+
+
+@dataclass
+class Failure:
+    error: ImageToMeshError
+
+
+# ---------------------------------------------------------------------------------------------- client side
+
+
+class _Child:
+    """One worker process and the threads that drain its pipes."""
+
+    def __init__(self, command: list[str], cwd: Path, env: dict):
+        self.messages = queue.Queue()  # ("message", arrival time, header, arrays) | ("broken", error) | ("end",)
+        self.log = collections.deque(maxlen=LOG_LINES)
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
+            start_new_session=True, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+        self.threads = [threading.Thread(target=target, daemon=True, name=f"image-to-mesh worker {name}")
+                        for name, target in (("output", self._read_output), ("log", self._read_log))]
+        for thread in self.threads:
+            thread.start()
+
+    def _read_output(self):
+        try:
+            while (message := read_message(self.process.stdout, on_stray=self._log_text)) is not None:
+                self.messages.put(("message", time.monotonic(), *message))
+        except WorkerError as error:
+            self.messages.put(("broken", error))
+        except (OSError, ValueError):  # the pipe was closed under us by stop()
+            pass
+        self.messages.put(("end",))
+
+    def _read_log(self):
+        try:
+            for line in iter(lambda: self.process.stderr.readline(LOG_LINE_BYTES), b""):
+                self._log_text(line.decode("utf-8", errors="replace"))
+        except (OSError, ValueError):
+            pass
+
+    def _log_text(self, text: str):
+        for line in text.replace("\r", "\n").splitlines():
+            if line.strip():
+                self.log.append(line)
+                log.debug("worker %d: %s", self.process.pid, line)
+
+    def send(self, header: dict, arrays: dict | None = None):
+        write_message(self.process.stdin, header, arrays)
+
+    def stop(self, grace: float) -> int:
+        """End the process (politely: stdin closes, then kill after `grace` seconds), reap it, join the threads."""
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        for thread in self.threads:
+            thread.join(timeout=5.0)
+        for stream in (self.process.stdout, self.process.stderr):
+            stream.close()
+        return self.process.returncode
+
+    def kill(self) -> int:
+        self.process.kill()
+        return self.stop(grace=5.0)
+
+    def last_lines(self, count: int) -> list[str]:
+        return list(self.log)[-count:]
+
+
+class WorkerClient:
+    """Starts and drives the worker process; see the module docstring for the API."""
+
+    def __init__(self, python: str | None = None, extra_paths=(), timeouts: Timeouts | None = None):
+        self.python = os.fspath(python) if python else sys.executable
+        self.extra_paths = [os.fspath(path) for path in extra_paths]
+        self.timeouts = timeouts or Timeouts()
+        self._child: _Child | None = None
+        self._last_log: list[str] = []
+        self._job = 0
+        self._busy = False
+        self._stage: str | None = None
+        self._last_heard = 0.0
+        self._cancel_deadline: float | None = None
+        _clients.add(self)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @property
+    def alive(self) -> bool:
+        return self._child is not None and self._child.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.process.pid if self._child is not None else None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The worker's last log lines (of the current process, or the last one that ended)."""
+        source = self._child.last_lines(lines) if self._child is not None else self._last_log[-lines:]
+        return "\n".join(source)
+
+    def start(self):
+        if self.alive:
+            return
+        if self._child is not None:  # it ended while idle
+            self._discard()
+        package_dir = Path(__file__).resolve().parent
+        try:
+            self._child = _Child([self.python, "-m", f"{package_dir.name}.worker"], cwd=package_dir.parent,
+                                 env=self._environment(package_dir.parent))
+        except OSError as error:
+            raise WorkerError(
+                f"Could not start the worker with the Python interpreter {self.python!r} "
+                f"({error.strerror or error}). Check the interpreter path in the add-on's preferences.") from None
+
+    def submit(self, image, settings, model: ModelSpec):
+        if self._busy:
+            raise WorkerError("A job is already running: wait for it to finish or cancel it first.")
+        header, arrays = _image_message(image)
+        header.update(type="generate", job=self._job + 1, model=model.to_message(), settings=_settings_dict(settings))
+        self.start()
+        try:
+            self._child.send(header, arrays)
+        except OSError:
+            raise self._crash_error(self._discard()) from None
+        self._job += 1
+        self._busy, self._stage, self._cancel_deadline = True, None, None
+        self._last_heard = time.monotonic()
+
+    def poll(self) -> list:
+        return self._events(wait=0.0)
+
+    def run(self, image, settings, model: ModelSpec, progress=None) -> Mesh:
+        self.submit(image, settings, model)
+        try:
+            while True:
+                for event in self._events(wait=0.1):
+                    if isinstance(event, Result):
+                        return event.mesh
+                    if isinstance(event, Failure):
+                        raise event.error
+                    if progress is not None and self._cancel_deadline is None:
+                        try:
+                            progress(event.stage, event.fraction)
+                        except Cancelled:
+                            self.cancel()
+        finally:
+            if self._busy:  # interrupted by an exception of the progress callback: leave nothing running
+                self.close()
+
+    def cancel(self):
+        if not self._busy or self._cancel_deadline is not None:
+            return
+        self._cancel_deadline = time.monotonic() + self.timeouts.grace
+        try:
+            self._child.send({"type": "cancel", "job": self._job})
+        except OSError:
+            pass  # it is gone; the next poll notices
+
+    def close(self):
+        self._busy = False
+        if self._child is not None:
+            self._discard()
+
+    # -- internals
+
+    def _environment(self, root: Path) -> dict:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        paths = [str(root), *self.extra_paths]
+        if _same_file(self.python, sys.executable):
+            # Bundled wheels live in folders only this interpreter's sys.path knows (Blender extensions).
+            paths += [path for path in sys.path if path and os.path.exists(path)]
+            env["PYTHONNOUSERSITE"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        return env
+
+    def _events(self, wait: float) -> list:
+        child = self._child
+        if child is None:
+            return []
+        items = []
+        try:
+            items.append(child.messages.get(timeout=wait) if wait else child.messages.get_nowait())
+            while True:
+                items.append(child.messages.get_nowait())
+        except queue.Empty:
+            pass
+        events = []
+        for item in items:
+            event = self._handle(item)
+            if event is not None:
+                events.append(event)
+            if self._child is not child:
+                return events
+        if self._busy:
+            event = self._check_time()
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _handle(self, item):
+        if item[0] == "message":
+            _, arrival, header, arrays = item
+            if not self._busy or header.get("job") != self._job:
+                return None
+            self._last_heard = arrival
+            if header["type"] == "progress":
+                self._stage = header["stage"]
+                return None if self._cancel_deadline is not None else Progress(header["stage"], header["fraction"])
+            self._busy = False
+            if self._cancel_deadline is not None:
+                return Failure(Cancelled("Cancelled."))
+            if header["type"] == "result":
+                return Result(Mesh(**arrays))
+            return Failure(_ERROR_TYPES.get(header.get("error"), WorkerError)(header.get("message", "")))
+        was_busy, cancelled = self._busy, self._cancel_deadline is not None
+        self._busy = False
+        if item[0] == "broken":
+            self._discard(kill=True)
+            error = item[1]
+        else:
+            error = self._crash_error(self._discard())
+        if not was_busy:
+            return None
+        return Failure(Cancelled("Cancelled.") if cancelled else error)
+
+    def _check_time(self):
+        now = time.monotonic()
+        if self._cancel_deadline is not None and now > self._cancel_deadline:
+            self._busy = False
+            self._discard(kill=True)
+            log.info("the worker did not stop within %.0f s of a cancel and was ended", self.timeouts.grace)
+            return Failure(Cancelled("Cancelled."))
+        loading = self._stage in (None, "Loading model")
+        limit = self.timeouts.loading if loading else self.timeouts.silence
+        if now - self._last_heard <= limit:
+            return None
+        self._busy = False
+        self._discard(kill=True)
+        doing = "starting and loading the model" if loading else f"'{self._stage}'"
+        return Failure(WorkerError(
+            f"The worker process stopped responding while {doing} (nothing heard for {limit:.0f} s), so it was "
+            "ended. Try again; if it keeps happening, try a lower mesh resolution or another device."))
+
+    def _discard(self, kill: bool = False):
+        """Stop the current process; returns its exit status."""
+        child, self._child = self._child, None
+        status = child.kill() if kill else child.stop(self.timeouts.grace)
+        self._last_log = child.last_lines(LOG_LINES)
+        return status
+
+    def _crash_error(self, status: int | None) -> WorkerError:
+        if status is not None and status < 0:
+            name = _signal_name(-status)
+            how = f"killed by {name}" + (", often because the system ran out of memory" if name == "SIGKILL" else "")
+        else:
+            how = f"exit status {status}"
+        lines = [line[:200] for line in self._last_log[-3:]]
+        last = (" Its last output: " + " | ".join(lines)) if lines else ""
+        return WorkerError(f"The worker process stopped unexpectedly ({how}). The next Generate starts a new one.{last}")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _image_message(image) -> tuple[dict, dict]:
+    if isinstance(image, (str, os.PathLike)):
+        return {"image_path": os.path.abspath(os.fspath(image))}, {}
+    if isinstance(image, np.ndarray):
+        if image.dtype.newbyteorder("<").str not in DTYPES:
+            raise InputError(f"Images of pixel type {image.dtype} cannot be used: pass uint8, uint16 or float pixels.")
+        return {}, {"image": image}
+    raise InputError(f"The image must be a file path or a numpy array of pixels, not {type(image).__name__}.")
+
+
+def _settings_dict(settings) -> dict:
+    return dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
+
+
+_clients = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all():
+    for client in list(_clients):
+        client.close()
+
+
+# ---------------------------------------------------------------------------------------------- worker side
+
+
+class _Server:
+    """The worker process: reads requests on one thread (so a cancel arrives while a job runs) and runs them on
+    the main thread, keeping the model between jobs."""
+
+    def __init__(self, requests_in, messages_out):
+        self.output = messages_out
+        self.requests = queue.Queue()
+        self.cancelled_job = None
+        self.parent_gone = threading.Event()
+        self.model = None
+        self.model_spec = None
+        threading.Thread(target=self._read_requests, args=(requests_in,), daemon=True).start()
+
+    def serve(self):
+        while (request := self.requests.get()) is not None:
+            self._generate(*request)
+
+    def _read_requests(self, stream):
+        try:
+            while (message := read_message(stream)) is not None:
+                header, _ = message
+                if header["type"] == "cancel":
+                    self.cancelled_job = header["job"]
+                else:
+                    self.requests.put(message)
+        except WorkerError as error:
+            _log(f"stopping: {error}")
+        self.parent_gone.set()
+        self.requests.put(None)
+        time.sleep(ORPHAN_EXIT_DELAY)
+        os._exit(0)  # the job did not reach a cancel point in time
+
+    def _generate(self, header: dict, arrays: dict):
+        job = header["job"]
+        try:
+            progress = self._progress_callback(job)
+            model = self._load(ModelSpec(**header["model"]), progress)
+            image = arrays["image"] if "image" in arrays else header["image_path"]
+            mesh = self._run_pipeline(model, image, header["settings"], progress)
+        except ImageToMeshError as error:
+            _log(f"job {job}: {type(error).__name__}: {error}")
+            self._send_error(job, error)
+        except ImportError as error:
+            traceback.print_exc()
+            self._send_error(job, WorkerError(
+                f"The worker's Python ({sys.executable}) cannot load what the model needs ({error}). Install "
+                "PyTorch and the add-on's other requirements in that environment, or use Blender's own Python."))
+        except Exception as error:
+            traceback.print_exc()
+            text = f"{type(error).__name__}: {error}"[:300]
+            self._send_error(job, WorkerError(f"Generating failed with an unexpected error in the worker ({text}). "
+                                              "This is a bug in Image to Mesh; the worker's log has the details."))
+        else:
+            write_message(self.output, {"type": "result", "job": job},
+                          {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)})
+
+    def _send_error(self, job: int, error: ImageToMeshError):
+        write_message(self.output, {"type": "error", "job": job, "error": type(error).__name__, "message": str(error)})
+
+    def _progress_callback(self, job: int):
+        last = {"stage": None, "time": 0.0}
+
+        def progress(stage: str, fraction: float):
+            if self.cancelled_job == job or self.parent_gone.is_set():
+                raise Cancelled("Cancelled.")
+            now = time.monotonic()
+            if stage != last["stage"] or fraction >= 1.0 or now - last["time"] >= PROGRESS_INTERVAL:
+                last.update(stage=stage, time=now)
+                write_message(self.output, {"type": "progress", "job": job, "stage": stage,
+                                            "fraction": float(fraction)})
+        return progress
+
+    def _load(self, spec: ModelSpec, progress):
+        if self.model is not None and spec == self.model_spec:
+            return self.model
+        self.model = self.model_spec = None
+        gc.collect()
+        progress("Loading model", 0.0)
+        from .weights import load_model
+        import torch
+
+        try:
+            self.model = load_model(**dataclasses.asdict(spec))
+        except torch.cuda.OutOfMemoryError:
+            raise ModelError("The GPU does not have enough free memory for the model. Close other programs "
+                             "that use the GPU, or choose the CPU device.") from None
+        self.model_spec = spec
+        _log(f"loaded {spec.source} on {self.model.device}")
+        progress("Loading model", 1.0)
+        return self.model
+
+    def _run_pipeline(self, model, image, settings: dict, progress):
+        from .pipeline import GenerateSettings, generate
+        import torch
+
+        settings = GenerateSettings(**settings)
+        chunk_size = model.query_chunk_size
+        try:
+            for attempt in range(OOM_RETRIES + 1):
+                try:
+                    return generate(model, image, settings, progress=progress)
+                except torch.cuda.OutOfMemoryError:
+                    if attempt == OOM_RETRIES:
+                        raise ModelError(
+                            "The GPU ran out of memory, even with smaller batches. Try a lower mesh resolution, "
+                            "close other programs that use the GPU, or choose the CPU device.") from None
+                # Outside the except block, so the failed attempt's tensors are already released.
+                torch.cuda.empty_cache()
+                model.query_chunk_size = max(1024, model.query_chunk_size // 4)
+                _log(f"GPU out of memory; retrying with query chunks of {model.query_chunk_size} points")
+        except MemoryError:
+            raise ModelError("The computer ran out of memory. Try a lower mesh resolution or close other "
+                             "programs.") from None
+        finally:
+            model.query_chunk_size = chunk_size
+
+
+def _log(text: str):
+    print(f"[image-to-mesh worker {os.getpid()}] {text}", file=sys.stderr, flush=True)
+
+
+def main():
+    """Entry point of `python -m core.worker`: keep the protocol on the original stdin/stdout, send every stray
+    print to stderr (the log), and read nothing else from stdin."""
+    sys.stdout.flush()
+    messages_out = os.fdopen(os.dup(1), "wb")
+    requests_in = os.fdopen(os.dup(0), "rb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    with open(os.devnull, "rb") as devnull:
+        os.dup2(devnull.fileno(), 0)
+    _log(f"started with Python {sys.version.split()[0]} at {sys.executable}")
+    _Server(requests_in, messages_out).serve()
+    _log("stopping: the parent closed the connection")
+
+
+if __name__ == "__main__":
+    main()
