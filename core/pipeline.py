@@ -1,0 +1,71 @@
+"""One image → one coloured mesh with a loaded model: prepare the image, encode it, extract the surface."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError, ModelError
+from .model import TripoSR
+
+
+@dataclass
+class GenerateSettings:
+    remove_background: bool = True
+    foreground_ratio: float = 0.85
+    resolution: int = 256  # marching-cubes grid per axis
+    threshold: float = 25.0  # iso level on the density
+
+    def validate(self):
+        if not isinstance(self.resolution, int) or isinstance(self.resolution, bool) or not 8 <= self.resolution <= 1024:
+            raise InputError(f"Resolution must be a whole number from 8 to 1024, not {self.resolution!r}.")
+        if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold) or self.threshold <= 0:
+            raise InputError(f"Threshold must be a positive number (TripoSR's default is 25), not {self.threshold!r}.")
+        if not isinstance(self.foreground_ratio, (int, float)) or not 0.1 <= self.foreground_ratio <= 1.0:
+            raise InputError(f"Foreground ratio must be between 0.1 and 1, not {self.foreground_ratio!r}.")
+
+
+STAGES = ("Preparing image", "Encoding image", "Extracting mesh")
+
+
+def generate(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None):
+    """Image (anything prepare_image accepts) → core.mesh.Mesh in TripoSR's native frame.
+
+    progress(stage, fraction) is called as each stage advances; it may raise core.errors.Cancelled to stop the
+    job, which then propagates with nothing left behind."""
+    from .preprocess import prepare_image
+
+    settings = settings or GenerateSettings()
+    settings.validate()
+    report = progress or (lambda stage, fraction: None)
+    stage = STAGES[0]
+    try:
+        report(STAGES[0], 0.0)
+        pixels = prepare_image(
+            image, remove_background=settings.remove_background, foreground_ratio=settings.foreground_ratio
+        )
+        report(STAGES[0], 1.0)
+        stage = STAGES[1]
+        report(STAGES[1], 0.0)
+        images = torch.from_numpy(pixels).unsqueeze(0)
+        scene_code = model.encode(images, progress=lambda fraction: report(STAGES[1], fraction))[0]
+        stage = STAGES[2]
+        report(STAGES[2], 0.0)
+        mesh = model.extract_mesh(
+            scene_code,
+            resolution=settings.resolution,
+            threshold=settings.threshold,
+            progress=lambda fraction: report(STAGES[2], fraction),
+        )
+        report(STAGES[2], 1.0)
+        return mesh
+    except torch.OutOfMemoryError:
+        raise ModelError(
+            f"Out of memory while {stage.lower()} on {model.device}. Lower the resolution, close other programs "
+            "using the GPU, or use the CPU."
+        ) from None
+    except RuntimeError as error:  # a torch failure we did not foresee (unsupported op on a backend, ...)
+        raise ModelError(f"The model failed while {stage.lower()} on {model.device}: {error}") from None
+    finally:
+        if model.device.type == "cuda":
+            torch.cuda.empty_cache()
