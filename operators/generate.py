@@ -1,0 +1,295 @@
+"""bpy.ops.image_to_mesh.generate: image → worker process → coloured mesh object at the 3D cursor.
+
+Interactive use is modal (a window-manager timer polls the worker, Esc cancels); EXEC_DEFAULT and background
+mode run the same job synchronously. The job's steps (start, poll, cancel, finish) live in GenerateJob so that
+tests can drive them directly: timers never fire in the bpy module.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
+
+from .. import worker_session
+from ..core.errors import Cancelled, ImageToMeshError, InputError, ModelError
+from ..core.worker import Failure, ModelSpec, Progress, Result
+from ..preferences import get_preferences, model_cache_dir, model_source, python_executable
+from ..properties import RESOLUTION, THRESHOLD_DEFAULT, job_status, scene_settings
+from .image_source import checked_file, file_pixels_via_blender, image_pixels, object_name_for
+from .scene_object import add_mesh_object
+
+# Formats core's Pillow loader cannot read; Blender reads them, then its datablock is removed again.
+BLENDER_ONLY_SUFFIXES = {".exr", ".hdr", ".dpx", ".cin", ".jp2", ".j2c"}
+POLL_INTERVAL = 0.1  # seconds between worker polls (timer and synchronous path)
+
+_active_job = None
+
+
+def active_job():
+    return _active_job
+
+
+@dataclass
+class GenerateRequest:
+    image: object  # numpy pixels or a file path, as the worker takes them
+    name: str  # the new object's name
+    settings: dict  # core.pipeline.GenerateSettings fields (no torch import in Blender's process)
+    model: ModelSpec
+    at_cursor: bool
+
+
+class GenerateJob:
+    """One Generate: submitted to the session's worker, polled until it ends, then turned into an object."""
+
+    def __init__(self, request: GenerateRequest, python: str | None):
+        self.request = request
+        self.python = python
+        self.stage = "Starting"
+        self.progress = 0.0
+        self.mesh = None
+        self.error: ImageToMeshError | None = None
+        self.cancel_requested = False
+        self.client = None
+
+    @property
+    def done(self) -> bool:
+        return self.mesh is not None or self.error is not None
+
+    def start(self):
+        global _active_job
+        if _active_job is not None and _active_job is not self:
+            raise InputError("A Generate 3D is already running: wait for it to finish or cancel it.")
+        self.client = worker_session.get_client(self.python)
+        self.client.submit(self.request.image, self.request.settings, self.request.model)
+        _active_job = self
+
+    def poll(self) -> bool:
+        """Handle the worker's news; True once the job has a result or an error."""
+        if self.cancel_requested:
+            self.client.cancel()
+        for event in self.client.poll():
+            self._handle(event)
+        if self.done:
+            self._release()
+        return self.done
+
+    def wait(self):
+        """Block until the job ends (the synchronous path)."""
+        while not self.poll():
+            time.sleep(POLL_INTERVAL)
+
+    def request_cancel(self):
+        self.cancel_requested = True
+
+    def cancel(self):
+        """Stop now; the worker stays alive (with its model) for the next Generate unless it has to be killed."""
+        self.cancel_requested = True
+        if not self.done:
+            self.client.cancel()
+            while not self.poll():
+                time.sleep(0.02)
+        self._release()
+
+    def finish(self, context) -> bpy.types.Object:
+        return add_mesh_object(context, self.mesh, self.request.name, at_cursor=self.request.at_cursor)
+
+    def _handle(self, event):
+        if isinstance(event, Progress):
+            self.stage, self.progress = event.stage, float(event.fraction)
+        elif isinstance(event, Result):
+            self.mesh = event.mesh
+        elif isinstance(event, Failure):
+            self.error = event.error
+
+    def _release(self):
+        global _active_job
+        if _active_job is self:
+            _active_job = None
+
+
+def build_request(context, *, image="", filepath="", **overrides) -> GenerateRequest:
+    """The job a Generate asks for: explicit arguments first, then the scene's settings.
+
+    Raises InputError when no usable image is given."""
+    settings = scene_settings(context)
+    options = {
+        name: overrides.get(name) if overrides.get(name) is not None else getattr(settings, name)
+        for name in ("remove_background", "foreground_ratio", "resolution", "threshold")
+    }
+    options["resolution"] = int(options["resolution"])
+    at_cursor = overrides.get("place_at_cursor")
+    at_cursor = settings.place_at_cursor if at_cursor is None else at_cursor
+
+    if image:
+        if image not in bpy.data.images:
+            raise InputError(f"There is no image named '{image}' in this file.")
+        source, name = image_pixels(bpy.data.images[image]), object_name_for(image)
+    elif filepath:
+        source, name = _file_source(filepath)
+    elif settings.image is not None:
+        source, name = image_pixels(settings.image), object_name_for(settings.image.name)
+    elif settings.filepath.strip():
+        source, name = _file_source(settings.filepath)
+    else:
+        raise InputError("No image chosen: pick or open an image in the Image to Mesh panel, or pass image= or "
+                         "filepath= to bpy.ops.image_to_mesh.generate.")
+
+    preferences = get_preferences(context)
+    model = ModelSpec(
+        source=model_source(preferences),
+        device=preferences.device,
+        cache_dir=model_cache_dir(),
+        allow_download=bpy.app.online_access,
+    )
+    return GenerateRequest(source, name, options, model, at_cursor)
+
+
+def _file_source(filepath: str):
+    path = checked_file(filepath)
+    if path.suffix.lower() in BLENDER_ONLY_SUFFIXES:
+        return file_pixels_via_blender(path), object_name_for(path.name)
+    return str(path), object_name_for(path.name)
+
+
+def explain(error: ImageToMeshError) -> str:
+    """The message a user sees, with Blender's side of the story where core cannot know it."""
+    message = str(error)
+    if isinstance(error, ModelError) and not bpy.app.online_access and "online access" not in message.lower():
+        message += (" Blender's online access is off (Preferences > System > Network), so the model cannot be "
+                    "downloaded: turn it on, or set the add-on's Model preference to a local folder holding "
+                    "config.yaml and model.ckpt.")
+    return message
+
+
+def show_status(context, job: GenerateJob | None, *, error: str = "", result: str = ""):
+    status = job_status(context)
+    status.running = job is not None and not job.done
+    status.stage = job.stage if job is not None else ""
+    status.progress = job.progress if job is not None else 0.0
+    status.error = error
+    status.result = result
+    workspace = context.workspace
+    if workspace is not None:
+        text = f"Image to Mesh: {job.stage} {job.progress:.0%}  (Esc to cancel)" if status.running else None
+        workspace.status_text_set(text)
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
+    """Turn the chosen image into a coloured 3D mesh at the 3D cursor"""
+
+    bl_idname = "image_to_mesh.generate"
+    bl_label = "Generate 3D"
+    bl_options = {"REGISTER", "UNDO"}
+
+    image: StringProperty(name="Image", description="Name of a Blender image (default: the panel's image)")
+    filepath: StringProperty(name="File", description="An image file to use instead", subtype="FILE_PATH")
+    resolution: IntProperty(name="Resolution", description="Marching-cubes grid size", **RESOLUTION)
+    remove_background: BoolProperty(name="Remove Background", default=True)
+    foreground_ratio: FloatProperty(name="Foreground Ratio", min=0.5, max=1.0, default=0.85, subtype="FACTOR")
+    threshold: FloatProperty(name="Density Threshold", min=0.0, soft_max=100.0, default=THRESHOLD_DEFAULT)
+
+    _timer = None
+    _job: GenerateJob | None = None
+
+    @classmethod
+    def poll(cls, context):
+        if _active_job is not None:
+            cls.poll_message_set("A mesh is being generated: wait for it or cancel it")
+            return False
+        if context.scene is None:
+            cls.poll_message_set("No scene to add the mesh to")
+            return False
+        return True
+
+    def draw(self, context):  # the Adjust Last Operation panel: only settings that redo can change
+        layout = self.layout
+        layout.use_property_split = True
+        for name in ("resolution", "remove_background", "foreground_ratio", "threshold"):
+            layout.prop(self, name)
+
+    def execute(self, context):
+        job = self._start(context)
+        if job is None:
+            return {"CANCELLED"}
+        try:
+            job.wait()
+        except BaseException:  # e.g. KeyboardInterrupt in a script: leave no job running
+            job.cancel()
+            show_status(context, None)
+            raise
+        return self._end(context, job)
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        job = self._start(context)
+        if job is None:
+            return {"CANCELLED"}
+        self._job = job
+        self._timer = context.window_manager.event_timer_add(POLL_INTERVAL, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        job = self._job
+        if event.type == "ESC" and event.value == "PRESS":
+            job.request_cancel()
+        if event.type != "TIMER" and not job.cancel_requested:
+            return {"PASS_THROUGH"}
+        if not job.poll():
+            show_status(context, job)
+            return {"RUNNING_MODAL"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self._end(context, job)
+
+    def cancel(self, context):  # Blender ends the modal operator (file loaded, window closed)
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+        if self._job is not None:
+            self._job.cancel()
+        show_status(context, None)
+
+    def _start(self, context) -> GenerateJob | None:
+        overrides = {
+            name: getattr(self, name) if self.properties.is_property_set(name) else None
+            for name in ("resolution", "remove_background", "foreground_ratio", "threshold")
+        }
+        preferences = get_preferences(context)
+        try:
+            request = build_request(context, image=self.image, filepath=self.filepath, **overrides)
+            job = GenerateJob(request, python_executable(preferences))
+            job.start()
+        except ImageToMeshError as error:
+            self._fail(context, error)
+            return None
+        # Remember the choices, so redo (Adjust Last Operation) repeats the same job.
+        for name, value in request.settings.items():
+            setattr(self, name, value)
+        show_status(context, job)
+        return job
+
+    def _end(self, context, job: GenerateJob):
+        if isinstance(job.error, Cancelled):
+            show_status(context, None)
+            self.report({"INFO"}, "Generate 3D cancelled; nothing was added.")
+            return {"CANCELLED"}
+        if job.error is not None:
+            self._fail(context, job.error)
+            return {"CANCELLED"}
+        obj = job.finish(context)
+        summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
+        show_status(context, None, result=summary)
+        self.report({"INFO"}, summary)
+        return {"FINISHED"}
+
+    def _fail(self, context, error: ImageToMeshError):
+        message = explain(error)
+        show_status(context, None, error=message)
+        self.report({"ERROR"}, message)

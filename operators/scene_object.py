@@ -1,0 +1,67 @@
+"""Turn a core Mesh into a Blender object: foreach_set geometry, sRGB vertex colours, a material that shows them."""
+
+import bpy
+import numpy as np
+
+COLOR_ATTRIBUTE = "Color"
+
+# TripoSR looks from +X with image-right +Y; Blender's Front view looks from -Y with image-right +X.
+# A -90 degree turn about Z maps (x, y, z) to (y, -x, z).
+TRIPOSR_TO_BLENDER = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+
+
+def to_blender_frame(vertices: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(vertices @ TRIPOSR_TO_BLENDER.T, dtype=np.float32)
+
+
+def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> bpy.types.Mesh:
+    """vertices (N,3) in Blender's frame, faces (M,3) int, colors (N,3) sRGB in [0, 1]."""
+    vertex_count, face_count = len(vertices), len(faces)
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(vertex_count)
+    mesh.vertices.foreach_set("co", np.ascontiguousarray(vertices, dtype=np.float32).ravel())
+    mesh.loops.add(3 * face_count)
+    mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(faces, dtype=np.int32).ravel())
+    mesh.polygons.add(face_count)
+    mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * face_count, 3, dtype=np.int32))
+    mesh.polygons.foreach_set("loop_total", np.full(face_count, 3, dtype=np.int32))
+
+    rgba = np.ones((vertex_count, 4), dtype=np.float32)
+    rgba[:, :3] = np.clip(colors, 0.0, 1.0)
+    attribute = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    # Blender stores linear colours; color_srgb converts the core's sRGB values on the way in.
+    attribute.data.foreach_set("color_srgb", rgba.ravel())
+    mesh.color_attributes.active_color = attribute
+    mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
+
+    mesh.update()
+    mesh.validate()
+    return mesh
+
+
+def build_material(name: str) -> bpy.types.Material:
+    material = bpy.data.materials.new(name)
+    material.use_nodes = True
+    nodes = material.node_tree.nodes
+    principled = next(node for node in nodes if node.type == "BSDF_PRINCIPLED")
+    principled.inputs["Roughness"].default_value = 0.8
+    color = nodes.new("ShaderNodeVertexColor")
+    color.layer_name = COLOR_ATTRIBUTE
+    color.location = (principled.location.x - 300, principled.location.y)
+    material.node_tree.links.new(color.outputs["Color"], principled.inputs["Base Color"])
+    return material
+
+
+def add_mesh_object(context, mesh_data, name: str, *, at_cursor: bool = True) -> bpy.types.Object:
+    """Adds the result to the active collection, selected and active. Names are made unique by Blender."""
+    mesh = build_mesh(name, to_blender_frame(mesh_data.vertices), mesh_data.faces, mesh_data.colors)
+    mesh.materials.append(build_material(name))
+    obj = bpy.data.objects.new(name, mesh)
+    if at_cursor:
+        obj.location = context.scene.cursor.location
+    context.collection.objects.link(obj)
+    for other in context.view_layer.objects.selected:
+        other.select_set(False)
+    obj.select_set(True)
+    context.view_layer.objects.active = obj
+    return obj

@@ -1,0 +1,82 @@
+"""Add-on preferences: where the model comes from, which device and Python run it, where downloads go."""
+
+import os
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+
+DEFAULT_MODEL = "stabilityai/TripoSR"
+MODEL_ENV_VAR = "IMAGE_TO_MESH_MODEL"
+
+
+class ImageToMeshPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    model_source: StringProperty(
+        name="Model",
+        description="Hugging Face repository id of a TripoSR model, or a local folder holding config.yaml and "
+        "model.ckpt. The environment variable IMAGE_TO_MESH_MODEL overrides it",
+        default=DEFAULT_MODEL,
+    )
+    device: EnumProperty(
+        name="Device",
+        description="Where the model runs",
+        items=(
+            ("auto", "Auto", "NVIDIA CUDA or Apple MPS when available, else the CPU"),
+            ("cuda", "NVIDIA CUDA", "An NVIDIA GPU (needs an external Python with CUDA PyTorch)"),
+            ("mps", "Apple MPS", "The GPU of an Apple silicon Mac"),
+            ("cpu", "CPU", "The processor: works everywhere, slowest"),
+        ),
+        default="auto",
+    )
+    python_path: StringProperty(
+        name="External Python",
+        description="Optional Python interpreter of an environment with PyTorch (e.g. CUDA PyTorch) that runs the "
+        "model instead of Blender's own Python. Leave empty to use the bundled PyTorch",
+        subtype="FILE_PATH",
+        default="",
+    )
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(self, "model_source")
+        override = os.environ.get(MODEL_ENV_VAR)
+        if override:
+            layout.label(text=f"Overridden by {MODEL_ENV_VAR}: {override}", icon="INFO")
+        layout.prop(self, "device")
+        layout.prop(self, "python_path")
+        row = layout.row()
+        row.enabled = False
+        row.label(text=f"Model cache: {model_cache_dir()}")
+        if not bpy.app.online_access:
+            layout.label(text="Online access is off: only cached models or local folders can be used.", icon="ERROR")
+        layout.operator("image_to_mesh.unload_model", icon="UNLINKED")
+
+
+def get_preferences(context=None) -> ImageToMeshPreferences:
+    context = context or bpy.context
+    return context.preferences.addons[__package__].preferences
+
+
+def model_source(preferences) -> str:
+    """The environment variable wins over the preference; a local folder is returned as an absolute path."""
+    source = os.environ.get(MODEL_ENV_VAR) or preferences.model_source.strip() or DEFAULT_MODEL
+    local = Path(bpy.path.abspath(source)).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    return source
+
+
+def python_executable(preferences) -> str | None:
+    path = preferences.python_path.strip()
+    return bpy.path.abspath(path) if path else None
+
+
+def model_cache_dir() -> str:
+    """The extension's user folder when installed as an extension, else Blender's user data folder."""
+    if __package__.startswith("bl_ext."):
+        return bpy.utils.extension_path_user(__package__, path="models", create=True)
+    return bpy.utils.user_resource("DATAFILES", path="image_to_mesh/models", create=True)
