@@ -33,12 +33,13 @@ def plain_background_alpha(rgb: np.ndarray, *, edge_softness: float = 0.7) -> np
     on_border = np.zeros((height, width), bool)
     on_border[:ring], on_border[-ring:], on_border[:, :ring], on_border[:, -ring:] = True, True, True, True
 
-    background = _fit_border_colours(rgb, on_border)
-    distance = np.linalg.norm(rgb - background, axis=-1)
+    smooth = ndimage.gaussian_filter(rgb, (1.0, 1.0, 0))  # evens out sensor noise, dithering and JPEG blocks
+    background = _fit_border_colours(smooth, on_border)
+    distance = np.linalg.norm(smooth - background, axis=-1)
     border_distance = distance[on_border]
     spread = np.quantile(border_distance[border_distance <= _robust_cutoff(border_distance)], 0.99)
     threshold = max(0.05, 1.6 * spread)  # 0.05 ≈ 13/255: quantisation and compression noise never count
-    if np.mean(border_distance <= threshold) < 0.5:
+    if threshold > 0.35 or np.mean(border_distance <= threshold) < 0.5:
         raise InputError("The background is not plain enough to remove automatically (the picture's border has no "
                          "dominant colour). Use an image with transparency around the object, install rembg for "
                          "learned background removal, or turn background removal off for a prepared image.")
@@ -60,15 +61,20 @@ def _fit_border_colours(rgb: np.ndarray, on_border: np.ndarray) -> np.ndarray:
     """Least-squares quadratic colour field c(x, y) over the border pixels, refitted without outliers (the
     object where it touches the border), evaluated over the whole picture."""
     height, width = rgb.shape[:2]
-    v, u = np.mgrid[-1:1:height * 1j, -1:1:width * 1j].astype(np.float32)
-    basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
-    points, colours = basis[on_border], rgb[on_border]
+    u = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
+    v = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
+    terms = (np.ones((1, 1), np.float32), u, v, u * u, u * v, v * v)  # broadcast, never a full (H, W, 6) basis
+    points = np.stack([np.broadcast_to(term, (height, width))[on_border] for term in terms], axis=-1)
+    colours = rgb[on_border]
     inliers = np.ones(len(points), bool)
     for _ in range(4):
-        coefficients = np.linalg.lstsq(points[inliers], colours[inliers], rcond=None)[0]
+        coefficients = np.linalg.lstsq(points[inliers], colours[inliers], rcond=None)[0].astype(np.float32)
         residual = np.linalg.norm(colours - points @ coefficients, axis=-1)
         inliers = residual <= _robust_cutoff(residual)
-    return basis @ coefficients.astype(np.float32)
+    background = np.zeros_like(rgb)
+    for term, coefficient in zip(terms, coefficients):
+        background += term[..., None] * coefficient
+    return background
 
 
 def _robust_cutoff(residual: np.ndarray) -> float:
