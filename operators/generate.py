@@ -120,6 +120,9 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
         for name in ("remove_background", "foreground_ratio", "resolution", "threshold")
     }
     options["resolution"] = int(options["resolution"])
+    # Blender keeps floats in single precision: 0.85 would arrive as 0.8500000238 and shift the image framing.
+    options["foreground_ratio"] = round(float(options["foreground_ratio"]), 6)
+    options["threshold"] = round(float(options["threshold"]), 6)
     at_cursor = overrides.get("place_at_cursor")
     at_cursor = settings.place_at_cursor if at_cursor is None else at_cursor
 

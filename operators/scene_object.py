@@ -41,7 +41,8 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.nd
 
 def build_material(name: str) -> bpy.types.Material:
     material = bpy.data.materials.new(name)
-    material.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0, where the flag is deprecated
+        material.use_nodes = True
     nodes = material.node_tree.nodes
     principled = next(node for node in nodes if node.type == "BSDF_PRINCIPLED")
     principled.inputs["Roughness"].default_value = 0.8
