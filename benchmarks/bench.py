@@ -1,0 +1,229 @@
+"""Image → mesh benchmark: our fast path against the dense path with the reference's settings, in one run.
+
+    python benchmarks/bench.py [--model FOLDER] [--image examples/robot.png] [--resolution 256] [--hires 512]
+
+Without --model it builds a full-size TripoSR (official dimensions, random weights from a fixed seed) and saves it
+as an official-format checkpoint, so loading is measured too. Each path runs in its own process, so the peak
+memory printed is that path's alone. Two fields are extracted: the image's own field (random weights: noise, the
+density bias shifted so a surface exists) and a smooth synthetic field (smooth triplanes, density bias shifted so a
+large surface exists), and the fast meshes are compared with the dense ones.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from core.extract import ExtractionStats, extract_mesh  # noqa: E402
+from core.preprocess import prepare_image  # noqa: E402
+from core.weights import load_model, official_state_dict  # noqa: E402
+
+INSIDE_FRACTION = 0.15  # of the grid above the threshold once the density bias is shifted
+OFFICIAL_CONFIG = """\
+cond_image_size: 512
+image_tokenizer_cls: tsr.models.tokenizers.image.DINOSingleImageTokenizer
+image_tokenizer:
+  pretrained_model_name_or_path: "facebook/dino-vitb16"
+tokenizer_cls: tsr.models.tokenizers.triplane.Triplane1DTokenizer
+tokenizer:
+  plane_size: 32
+  num_channels: 1024
+backbone_cls: tsr.models.transformer.transformer_1d.Transformer1D
+backbone:
+  in_channels: ${tokenizer.num_channels}
+  num_attention_heads: 16
+  attention_head_dim: 64
+  num_layers: 16
+  cross_attention_dim: 768
+post_processor_cls: tsr.models.network_utils.TriplaneUpsampleNetwork
+post_processor:
+  in_channels: 1024
+  out_channels: 40
+decoder_cls: tsr.models.network_utils.NeRFMLP
+decoder:
+  in_channels: 120
+  n_neurons: 64
+  n_hidden_layers: 9
+  activation: silu
+renderer_cls: tsr.models.nerf_renderer.TriplaneNeRFRenderer
+renderer:
+  radius: 0.87
+  feature_reduction: concat
+  density_activation: exp
+  density_bias: -1.0
+  num_samples_per_ray: 128
+"""
+
+# Each path: (query chunk, coarse-to-fine). "dense" is what the reference does: every grid point, chunks of 8192.
+PATHS = {"dense": (8192, False), "fast": (None, True)}
+
+
+def save_random_model(folder: Path) -> dict:
+    from core.config import ModelConfig
+    from core.model import TripoSR
+
+    torch.manual_seed(0)
+    model = TripoSR(ModelConfig())
+    (folder / "config.yaml").write_text(OFFICIAL_CONFIG)
+    started = time.perf_counter()
+    torch.save(official_state_dict(model), folder / "model.ckpt")
+    return {"save_s": time.perf_counter() - started, "ckpt_mb": (folder / "model.ckpt").stat().st_size / 2**20}
+
+
+def smooth_scene_code(like: torch.Tensor) -> torch.Tensor:
+    """Triplanes that vary slowly (a 4×4 random pattern upsampled), so the field has a large smooth surface."""
+    generator = torch.Generator().manual_seed(7)
+    coarse = torch.randn(3, like.shape[1], 4, 4, generator=generator) * like.std()
+    return torch.nn.functional.interpolate(coarse, like.shape[-2:], mode="bicubic", align_corners=True)
+
+
+def density_bias_for(model, scene_code) -> float:
+    """The density bias that puts INSIDE_FRACTION of a 64³ grid above the threshold (random weights only)."""
+    from core.extract import density_grid
+
+    bias = model.config.renderer.density_bias
+    grid = density_grid(lambda p: model.query(scene_code, p)[0], 64, model.config.renderer.radius)
+    raw = np.log(grid) - bias
+    return float(np.log(25.0) - np.quantile(raw, 1.0 - INSIDE_FRACTION))
+
+
+def timed(fn):
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def run_path(args) -> dict:
+    """One path in this process: load, prepare, encode by stage, extract both fields; writes meshes + JSON."""
+    out = Path(args.out)
+    chunk, coarse_to_fine = PATHS[args.path]
+    report = {"path": args.path}
+    model, report["load_s"] = timed(lambda: load_model(args.model, device="cpu", allow_download=False))
+    if chunk:
+        model.query_chunk_size = chunk
+    pixels, report["prepare_s"] = timed(lambda: prepare_image(args.image))
+    with torch.inference_mode(), model._autocast():
+        resized = model.resize_images(torch.from_numpy(pixels)[None])
+        tokens, report["vit_s"] = timed(lambda: model.image_tokens(resized))
+        tokens, report["backbone_s"] = timed(lambda: model.backbone_tokens(tokens))
+        codes, report["upsample_s"] = timed(lambda: model.scene_codes(tokens).float())
+    fields = {"image": codes[0], "smooth": smooth_scene_code(codes[0])}
+    biases = json.loads(args.biases) if args.biases else {}
+    for name, code in fields.items():
+        if name == "smooth" or args.shift_bias:  # the smooth field is synthetic: always place its surface
+            if name not in biases:
+                biases[name] = density_bias_for(model, code)
+            model.config.renderer.density_bias = biases[name]
+        for resolution in [args.resolution] + ([args.hires] if args.hires and coarse_to_fine else []):
+            stats = ExtractionStats()
+            mesh, seconds = timed(lambda: extract_mesh(
+                lambda p: model.query(code, p)[0], lambda p: model.query(code, p)[1], resolution=resolution,
+                radius=model.config.renderer.radius, coarse_to_fine=coarse_to_fine, stats=stats))
+            key = f"{name}_{resolution}"
+            report[key] = {"extract_s": seconds, "grid_s": stats.grid_seconds, "mc_s": stats.marching_cubes_seconds,
+                           "color_s": stats.color_seconds, "evaluations": stats.density_evaluations + stats.color_evaluations,
+                           "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
+            np.savez(out / f"{args.path}_{key}.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.colors)
+    report["biases"] = biases
+    report["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    (out / f"{args.path}.json").write_text(json.dumps(report))
+    return report
+
+
+def compare(out: Path, key: str, resolution: int) -> str:
+    """Fast mesh vs dense mesh: same counts, and the largest vertex distance in grid spacings after sorting."""
+    fast, dense = (np.load(out / f"{path}_{key}.npz") for path in ("fast", "dense"))
+    if fast["vertices"].shape != dense["vertices"].shape or fast["faces"].shape != dense["faces"].shape:
+        return "DIFFERENT counts"
+    a, b = (m["vertices"][np.lexsort(m["vertices"].T[::-1])] for m in (fast, dense))
+    spacing = 2 * 0.87 / (resolution - 1)
+    return f"same counts, max |Δv| = {np.abs(a - b).max() / spacing:.1e} spacing"
+
+
+def print_table(dense: dict, fast: dict, resolution: int, hires: int, out: Path, setup: dict):
+    rows = [("load model (mmap)", "load_s"), ("prepare image", "prepare_s"), ("ViT image tokens", "vit_s"),
+            ("triplane backbone", "backbone_s"), ("upsampler", "upsample_s")]
+    print(f"\n{'stage':42} {'dense (ref settings)':>20} {'fast':>10} {'ratio':>7}")
+
+    def row(label, d, f, unit="s"):
+        ratio = f"{d / f:6.1f}x" if d and f else ""
+        print(f"{label:42} {d:>18.2f} {unit} {f:>8.2f} {unit} {ratio:>7}")
+
+    for label, key in rows:
+        row(label, dense[key], fast[key])
+    encode = {p: r["vit_s"] + r["backbone_s"] + r["upsample_s"] for p, r in (("dense", dense), ("fast", fast))}
+    row("image → scene codes", encode["dense"], encode["fast"])
+    for field in ("image", "smooth"):
+        key = f"{field}_{resolution}"
+        d, f = dense[key], fast[key]
+        print(f"-- {field} field at {resolution}³: {f['vertices']:,} vertices, {f['faces']:,} faces; "
+              f"{compare(out, key, resolution)}")
+        row("  density grid", d["grid_s"], f["grid_s"])
+        row("  marching cubes", d["mc_s"], f["mc_s"])
+        row("  vertex colours", d["color_s"], f["color_s"])
+        row("  mesh extraction total", d["extract_s"], f["extract_s"])
+        print(f"{'  MLP evaluations':42} {d['evaluations']:>20,} {f['evaluations']:>10,} "
+              f"{d['evaluations'] / f['evaluations']:6.1f}x")
+    total = {p: r["prepare_s"] + encode[p] + r[f"image_{resolution}"]["extract_s"] for p, r in (("dense", dense), ("fast", fast))}
+    row(f"image → mesh total ({resolution}³, load excluded)", total["dense"], total["fast"])
+    row("peak memory (whole process)", dense["peak_mb"], fast["peak_mb"], "MB")
+    if hires:
+        h = fast[f"smooth_{hires}"]
+        print(f"fast path at {hires}³, smooth field: extraction {h['extract_s']:.2f} s, {h['evaluations']:,} MLP "
+              f"evaluations ({h['evaluations'] / hires**3:.1%} of the grid), {h['faces']:,} faces")
+    for key, value in setup.items():
+        print(f"{key}: {value}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="folder with config.yaml + model.ckpt (default: a full-size random model)")
+    parser.add_argument("--image", default=str(REPO / "examples" / "robot.png"))
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--hires", type=int, default=512, help="also run the fast path at this resolution (0: no)")
+    parser.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--biases", help=argparse.SUPPRESS)
+    parser.add_argument("--shift-bias", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.path:
+        run_path(args)
+        return
+
+    with tempfile.TemporaryDirectory(prefix="image_to_mesh_bench_") as tmp:
+        out = Path(tmp)
+        setup = {"machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"}
+        model = args.model
+        if model is None:
+            model = out / "model"
+            model.mkdir()
+            saved = save_random_model(model)
+            setup["model"] = f"full-size random weights (seed 0), checkpoint {saved['ckpt_mb']:.0f} MB"
+        reports = {}
+        biases = None
+        for path in ("dense", "fast"):
+            command = [sys.executable, __file__, "--path", path, "--out", tmp, "--model", str(model),
+                       "--image", args.image, "--resolution", str(args.resolution), "--hires", str(args.hires)]
+            if args.model is None:
+                command.append("--shift-bias")
+            if biases:
+                command += ["--biases", json.dumps(biases)]
+            print(f"running the {path} path …", file=sys.stderr, flush=True)
+            subprocess.run(command, check=True)
+            reports[path] = json.loads((out / f"{path}.json").read_text())
+            biases = reports[path]["biases"]
+        print_table(reports["dense"], reports["fast"], args.resolution, args.hires, out, setup)
+
+
+if __name__ == "__main__":
+    main()
