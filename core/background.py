@@ -27,34 +27,40 @@ def foreground_alpha(rgb: np.ndarray) -> np.ndarray:
 
 def plain_background_alpha(rgb: np.ndarray, *, edge_softness: float = 0.7) -> np.ndarray:
     """Everything that differs from a smooth background colour field fitted to the border, and everything that
-    field's border-connected region encloses (a hole inside the object stays object), with a slightly soft edge."""
+    the border-connected background encloses (a hole inside the object stays object), with a slightly soft edge."""
+    foreground = _foreground_mask(rgb)
+    if foreground is None:  # busy at pixel level: dithering or heavy noise evens out on a slightly blurred copy
+        foreground = _foreground_mask(ndimage.gaussian_filter(rgb, (1.0, 1.0, 0)))
+    if foreground is None:
+        raise InputError("The background is not plain enough to remove automatically (the picture's border has no "
+                         "dominant colour). Use an image with transparency around the object, install rembg for "
+                         "learned background removal, or turn background removal off for a prepared image.")
+    if not foreground.any():
+        raise InputError(_NO_FOREGROUND)
+    alpha = ndimage.gaussian_filter(foreground.astype(np.float32), edge_softness)
+    alpha[alpha < 0.05] = 0.0  # the filter's faint tail would widen the crop box with invisible pixels
+    alpha[foreground & (alpha > 0.99)] = 1.0
+    return alpha
+
+
+def _foreground_mask(rgb: np.ndarray) -> np.ndarray | None:
+    """Pixels unlike the border's colour field and not connected to the border through background-coloured
+    pixels; None when the border has no dominant smooth colour."""
     height, width = rgb.shape[:2]
     ring = max(1, min(height, width) // 64)
     on_border = np.zeros((height, width), bool)
     on_border[:ring], on_border[-ring:], on_border[:, :ring], on_border[:, -ring:] = True, True, True, True
 
-    smooth = ndimage.gaussian_filter(rgb, (1.0, 1.0, 0))  # evens out sensor noise, dithering and JPEG blocks
-    background = _fit_border_colours(smooth, on_border)
-    distance = np.linalg.norm(smooth - background, axis=-1)
+    distance = np.linalg.norm(rgb - _fit_border_colours(rgb, on_border), axis=-1)
     border_distance = distance[on_border]
     spread = np.quantile(border_distance[border_distance <= _robust_cutoff(border_distance)], 0.99)
     threshold = max(0.05, 1.6 * spread)  # 0.05 ≈ 13/255: quantisation and compression noise never count
-    if threshold > 0.35 or np.mean(border_distance <= threshold) < 0.5:
-        raise InputError("The background is not plain enough to remove automatically (the picture's border has no "
-                         "dominant colour). Use an image with transparency around the object, install rembg for "
-                         "learned background removal, or turn background removal off for a prepared image.")
+    if threshold > 0.25 or np.mean(border_distance <= threshold) < 0.5:
+        return None
 
     labels, _ = ndimage.label(distance <= threshold)  # 4-connected: the background cannot leak through a corner
     edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    foreground = ~np.isin(labels, edge_labels[edge_labels > 0])
-    foreground = _without_specks(foreground)
-    if not foreground.any():
-        raise InputError(_NO_FOREGROUND)
-
-    alpha = ndimage.gaussian_filter(foreground.astype(np.float32), edge_softness)
-    alpha[alpha < 1 / 255] = 0.0  # the filter's far tail would widen the crop box by invisible pixels
-    alpha[foreground & (alpha > 0.99)] = 1.0
-    return alpha
+    return _without_specks(~np.isin(labels, edge_labels[edge_labels > 0]))
 
 
 def _fit_border_colours(rgb: np.ndarray, on_border: np.ndarray) -> np.ndarray:
@@ -106,7 +112,7 @@ def _rembg_alpha(rgb: np.ndarray) -> np.ndarray | None:
         log.info("rembg is installed but %s is missing; using the plain-background model (no download).", weights)
         return None
     try:
-        cutout = rembg.remove(Image.fromarray((rgb * 255.0).astype(np.uint8)), session=_rembg_session(rembg))
+        cutout = rembg.remove(Image.fromarray((rgb * 255.0).astype(np.uint8)), session=_rembg_session())
         return np.asarray(cutout.convert("RGBA"))[..., 3].astype(np.float32) / 255.0
     except Exception as err:  # third-party runtime failure: fall back rather than fail the user's job
         log.warning("rembg failed (%s); using the plain-background model instead.", err)
@@ -114,5 +120,6 @@ def _rembg_alpha(rgb: np.ndarray) -> np.ndarray | None:
 
 
 @functools.cache
-def _rembg_session(rembg):
+def _rembg_session():
+    import rembg
     return rembg.new_session("u2net")
