@@ -501,7 +501,7 @@ class _Server:
 
         try:
             self.model = load_model(**dataclasses.asdict(spec))
-        except torch.cuda.OutOfMemoryError:
+        except torch.OutOfMemoryError:
             raise ModelError("The GPU does not have enough free memory for the model. Close other programs "
                              "that use the GPU, or choose the CPU device.") from None
         self.model_spec = spec
@@ -519,15 +519,14 @@ class _Server:
             for attempt in range(OOM_RETRIES + 1):
                 try:
                     return generate(model, image, settings, progress=progress)
-                except torch.cuda.OutOfMemoryError:
-                    if attempt == OOM_RETRIES:
-                        raise ModelError(
-                            "The GPU ran out of memory, even with smaller batches. Try a lower mesh resolution, "
-                            "close other programs that use the GPU, or choose the CPU device.") from None
+                except ModelError as error:  # the pipeline reports torch's out-of-memory as a ModelError
+                    if attempt == OOM_RETRIES or not isinstance(error.__context__, torch.OutOfMemoryError):
+                        raise
                 # Outside the except block, so the failed attempt's tensors are already released.
+                gc.collect()
                 torch.cuda.empty_cache()
                 model.query_chunk_size = max(1024, model.query_chunk_size // 4)
-                _log(f"GPU out of memory; retrying with query chunks of {model.query_chunk_size} points")
+                _log(f"out of memory on {model.device}; retrying with query chunks of {model.query_chunk_size}")
         except MemoryError:
             raise ModelError("The computer ran out of memory. Try a lower mesh resolution or close other "
                              "programs.") from None
@@ -550,7 +549,12 @@ def main():
     with open(os.devnull, "rb") as devnull:
         os.dup2(devnull.fileno(), 0)
     _log(f"started with Python {sys.version.split()[0]} at {sys.executable}")
-    _Server(requests_in, messages_out).serve()
+    server = _Server(requests_in, messages_out)  # reads requests from now on, so the parent never waits to send
+    try:  # import torch now, before a job waits for it, so that loading a model later is quick and cancellable
+        from . import pipeline, weights  # noqa: F401
+    except ImportError:
+        pass  # the first job reports it with a clear message
+    server.serve()
     _log("stopping: the parent closed the connection")
 
 

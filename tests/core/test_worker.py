@@ -1,0 +1,349 @@
+"""The worker process with real processes and real signals: results, errors, cancel, crash, hang, exit."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.errors import Cancelled, InputError, ModelError, WorkerError
+from core.pipeline import GenerateSettings, generate
+from core.weights import load_model
+from core.worker import Failure, ModelSpec, Progress, Result, Timeouts, WorkerClient
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = GenerateSettings(resolution=32)
+SLOW = GenerateSettings(resolution=128)  # long enough to act while the mesh is being extracted
+
+
+@pytest.fixture(scope="module")
+def spec(tiny_model_dir):
+    return ModelSpec(source=str(tiny_model_dir), device="cpu", allow_download=False)
+
+
+@pytest.fixture(scope="module")
+def image(tiny_model_dir):
+    return tiny_model_dir / "input.png"
+
+
+@pytest.fixture(scope="module")
+def shared_client():
+    """One worker for the tests that leave it usable (saves a process start per test)."""
+    client = WorkerClient()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def client(shared_client):
+    assert not shared_client.busy
+    return shared_client
+
+
+@pytest.fixture
+def own_client():
+    """A worker of its own, for tests that kill or replace it."""
+    client = WorkerClient()
+    yield client
+    client.close()
+
+
+def wait_for_end(client, timeout=120.0, on_progress=None):
+    """Poll like a modal operator's timer until the job ends; returns (progress events, final event)."""
+    progress = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in client.poll():
+            if isinstance(event, Progress):
+                progress.append(event)
+                if on_progress is not None:
+                    on_progress(event)
+            else:
+                assert not client.busy
+                return progress, event
+        time.sleep(0.02)
+    raise AssertionError(f"the job did not end within {timeout} s")
+
+
+def process_gone(pid: int) -> bool:
+    """True once the pid is reaped (or a zombie of a parent that is not us, i.e. not our leak)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status and f"PPid:\t{os.getpid()}\n" not in status
+
+
+def wait_until(condition, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_mesh_from_the_worker_equals_the_in_process_pipeline(own_client, spec, image, tiny_model_dir):
+    own_client.submit(image, SMALL, spec)
+    progress, end = wait_for_end(own_client)
+    assert isinstance(end, Result), end
+    stages = list(dict.fromkeys(event.stage for event in progress))
+    assert stages == ["Loading model", "Preparing image", "Encoding image", "Extracting mesh"]
+    assert all(0.0 <= event.fraction <= 1.0 for event in progress)
+
+    expected = generate(load_model(str(tiny_model_dir), device="cpu", allow_download=False), image, SMALL)
+    np.testing.assert_array_equal(end.mesh.vertices, expected.vertices)
+    np.testing.assert_array_equal(end.mesh.faces, expected.faces)
+    np.testing.assert_array_equal(end.mesh.colors, expected.colors)
+    assert len(end.mesh.vertices) == 11627  # the fixture's 32³ reference mesh
+
+
+def test_pixels_as_float_rgba_array_and_model_kept_between_jobs(client, spec, image):
+    pixels = np.asarray(Image.open(image).convert("RGBA"), dtype=np.float32) / 255.0  # like Blender's pixels
+    from_path = client.run(image, SMALL, spec)
+    pid = client.pid
+    progress = []
+    from_pixels = client.run(pixels, SMALL, spec, progress=lambda stage, fraction: progress.append(stage))
+    assert client.pid == pid and client.alive
+    assert "Loading model" not in progress  # the loaded model was reused
+    assert len(from_pixels.vertices) > 1000
+    assert abs(len(from_pixels.vertices) - len(from_path.vertices)) < 0.05 * len(from_path.vertices)
+
+
+def test_another_model_spec_reloads(client, spec, image, tiny_model_dir, tmp_path):
+    client.run(image, SMALL, spec)
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for name in ("config.yaml", "vit_config.json", "model.ckpt"):
+        (copy / name).write_bytes((tiny_model_dir / name).read_bytes())
+    stages = []
+    client.run(image, SMALL, ModelSpec(source=str(copy), device="cpu", allow_download=False),
+               progress=lambda stage, fraction: stages.append(stage))
+    assert stages[0] == "Loading model"
+    assert f"loaded {copy}" in client.log_tail()
+
+
+def test_second_submit_while_busy_is_refused(client, spec, image):
+    client.submit(image, SMALL, spec)
+    with pytest.raises(WorkerError, match="already running"):
+        client.submit(image, SMALL, spec)
+    _, end = wait_for_end(client)
+    assert isinstance(end, Result)
+
+
+def test_errors_come_back_as_our_types(client, spec, image, tmp_path):
+    with pytest.raises(ModelError):
+        client.run(image, SMALL, ModelSpec(source=str(tmp_path / "missing"), device="cpu", allow_download=False))
+    pid = client.pid
+    with pytest.raises(InputError, match="Resolution"):
+        client.run(image, GenerateSettings(resolution=3), spec)
+    with pytest.raises(InputError):
+        client.run(tmp_path / "no such image.png", SMALL, spec)
+    with pytest.raises(InputError, match="numpy array"):
+        client.submit([[1, 2], [3, 4]], SMALL, spec)
+    assert client.pid == pid and not client.busy  # errors do not cost the process
+    assert isinstance(client.run(image, SMALL, spec).vertices, np.ndarray)
+
+
+def test_unexpected_error_in_the_worker_is_a_worker_error_without_traceback(client, spec, image):
+    with pytest.raises(WorkerError) as caught:
+        client.run(image, {"resolution": 32, "no_such_setting": 1}, spec)
+    message = str(caught.value)
+    assert "unexpected error" in message and "no_such_setting" in message
+    assert "Traceback" not in message
+    assert "Traceback (most recent call last)" in client.log_tail(50)
+
+
+def test_cancel_right_after_submit_is_cooperative(client, spec, image):
+    client.run(image, SMALL, spec)
+    pid = client.pid
+    client.submit(image, SLOW, spec)
+    client.cancel()
+    _, end = wait_for_end(client)
+    assert isinstance(end, Failure) and isinstance(end.error, Cancelled)
+    assert client.pid == pid and client.alive  # the worker honoured it, no kill
+    assert len(client.run(image, SMALL, spec).vertices) == 11627
+
+
+@pytest.mark.parametrize("stage", ["Loading model", "Encoding image", "Extracting mesh"])
+def test_cancel_at_a_stage(own_client, spec, image, stage):
+    own_client.submit(image, SLOW, spec)
+    seen = []
+
+    def cancel_at_stage(event):
+        seen.append(event.stage)
+        if event.stage == stage:
+            own_client.cancel()
+
+    progress, end = wait_for_end(own_client, on_progress=cancel_at_stage)
+    assert stage in seen
+    assert isinstance(end, Failure) and isinstance(end.error, Cancelled)
+    assert all(event.stage == stage for event in progress[seen.index(stage):])  # nothing reported after cancel
+    assert own_client.alive
+    assert len(own_client.run(image, SMALL, spec).vertices) == 11627
+
+
+def test_run_cancels_when_progress_raises_cancelled(client, spec, image):
+    def progress(stage, fraction):
+        if stage == "Extracting mesh":
+            raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        client.run(image, SLOW, spec, progress=progress)
+    assert not client.busy and client.alive
+
+
+def test_cancel_of_a_worker_that_does_not_answer_ends_it(spec, image):
+    client = WorkerClient(timeouts=Timeouts(grace=1.0))
+    try:
+        client.run(image, SMALL, spec)
+        pid = client.pid
+        client.submit(image, SLOW, spec)
+        os.kill(pid, signal.SIGSTOP)
+        client.cancel()
+        _, end = wait_for_end(client, timeout=30)
+        assert isinstance(end, Failure) and isinstance(end.error, Cancelled)
+        assert process_gone(pid) and client.pid is None
+        assert len(client.run(image, SMALL, spec).vertices) == 11627
+        assert client.pid != pid
+    finally:
+        client.close()
+
+
+def test_worker_killed_mid_job_is_a_clear_error_and_the_next_job_works(own_client, spec, image):
+    own_client.run(image, SMALL, spec)
+    pid = own_client.pid
+    own_client.submit(image, SLOW, spec)
+    killed = []
+
+    def kill_while_extracting(event):
+        if event.stage == "Extracting mesh" and not killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(True)
+
+    _, end = wait_for_end(own_client, on_progress=kill_while_extracting)
+    assert killed
+    assert isinstance(end, Failure) and isinstance(end.error, WorkerError)
+    assert "stopped unexpectedly" in str(end.error) and "SIGKILL" in str(end.error)
+    assert process_gone(pid)
+    assert len(own_client.run(image, SMALL, spec).vertices) == 11627
+    assert own_client.pid != pid
+
+
+def test_worker_killed_while_idle_is_replaced_silently(own_client, spec, image):
+    own_client.run(image, SMALL, spec)
+    pid = own_client.pid
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not own_client.alive)
+    assert len(own_client.run(image, SMALL, spec).vertices) == 11627
+    assert own_client.pid != pid and process_gone(pid)
+
+
+def test_hung_worker_is_ended_after_the_timeout(spec, image):
+    client = WorkerClient()
+    try:
+        client.run(image, SMALL, spec)
+        pid = client.pid
+        client.timeouts = Timeouts(loading=2.0, silence=2.0)
+        client.submit(image, SLOW, spec)
+        os.kill(pid, signal.SIGSTOP)
+        _, end = wait_for_end(client, timeout=60)
+        assert isinstance(end, Failure) and isinstance(end.error, WorkerError)
+        assert "stopped responding" in str(end.error) and "2 s" in str(end.error)
+        assert process_gone(pid)
+        client.timeouts = Timeouts()
+        assert len(client.run(image, SMALL, spec).vertices) == 11627
+    finally:
+        client.close()
+
+
+def test_blocking_run_also_detects_a_hang(spec, image):
+    client = WorkerClient(timeouts=Timeouts(loading=2.0, silence=2.0))
+    try:
+        client.start()
+        os.kill(client.pid, signal.SIGSTOP)
+        with pytest.raises(WorkerError, match="stopped responding while starting"):
+            client.run(image, SMALL, spec)
+    finally:
+        client.close()
+
+
+def test_close_ends_the_process_and_the_client_can_start_again(spec, image):
+    client = WorkerClient()
+    client.run(image, SMALL, spec)
+    pid = client.pid
+    client.close()
+    assert process_gone(pid) and client.pid is None and not client.alive
+    client.close()  # twice is fine
+    assert len(client.run(image, SMALL, spec).vertices) == 11627
+    client.close()
+
+
+def test_close_during_a_job_ends_it(spec, image):
+    client = WorkerClient()
+    client.submit(image, SLOW, spec)
+    wait_until(lambda: any(isinstance(event, Progress) for event in client.poll()), timeout=60)
+    pid = client.pid
+    client.close()
+    assert process_gone(pid) and not client.busy
+
+
+def _parent_script(ending: str) -> str:
+    return textwrap.dedent(f"""
+        import sys
+        from core.worker import WorkerClient
+        client = WorkerClient()
+        client.start()
+        print(client.pid, flush=True)
+        {ending}
+    """)
+
+
+def test_worker_ends_when_its_parent_exits_without_closing(tmp_path):
+    parent = subprocess.run([sys.executable, "-c", _parent_script("pass")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    pid = int(parent.stdout.split()[0])
+    assert wait_until(lambda: process_gone(pid), timeout=10)  # atexit closed it
+
+
+def test_worker_ends_when_its_parent_is_killed(spec):
+    parent = subprocess.Popen([sys.executable, "-c", _parent_script("sys.stdin.read()")], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert not process_gone(pid)
+        parent.kill()
+        parent.wait()
+        assert wait_until(lambda: process_gone(pid), timeout=15)  # stdin closed → the worker exits by itself
+    finally:
+        parent.kill()
+        parent.stdin.close()
+        parent.stdout.close()
+        parent.wait()
+
+
+def test_missing_interpreter_is_a_worker_error(spec, image, tmp_path):
+    client = WorkerClient(python=str(tmp_path / "no-python"))
+    with pytest.raises(WorkerError, match="Could not start the worker .*no-python"):
+        client.run(image, SMALL, spec)
+    assert not client.busy
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs a second interpreter")
+def test_external_interpreter_gets_only_the_addon_folder(spec, image):
+    """An external Python without numpy must not borrow this one's packages: it fails, saying what is missing."""
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import numpy"], capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("/usr/bin/python3 has numpy")
+    client = WorkerClient(python="/usr/bin/python3")
+    try:
+        with pytest.raises(WorkerError, match="stopped unexpectedly.*No module named 'numpy'"):
+            client.run(image, SMALL, spec)
+    finally:
+        client.close()
