@@ -106,6 +106,7 @@ def _pad_centred(image: np.ndarray, side: int) -> np.ndarray:
 # ---- loading: anything a user hands us → float32 RGBA (H, W, 4), straight alpha, longest side ≤ MAX_SIDE ----
 
 def load_rgba(image) -> np.ndarray:
+    """A path, PIL image or numpy array → float32 RGBA (H, W, 4) in [0, 1], longest side ≤ MAX_SIDE."""
     if isinstance(image, (str, os.PathLike)):
         return _rgba_from_file(Path(image))
     if isinstance(image, Image.Image):
@@ -164,7 +165,7 @@ def _rgba_from_pil(pil: Image.Image, name: str) -> np.ndarray:
         if target != pil.size:
             pil = pil.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
         pixels = np.asarray(pil)
-    except (OSError, ValueError, TypeError, SyntaxError, EOFError) as err:
+    except Exception as err:  # Pillow decodes lazily: a damaged file can fail here with any exception type
         raise InputError(f"{name} cannot be decoded ({err}). Re-export it as PNG or JPEG.") from err
     if pil.mode == "I":  # 16-bit gray (PNG/TIFF) arrives as int32
         pixels = np.clip(pixels, 0, 65535).astype(np.uint16)
