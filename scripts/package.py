@@ -13,6 +13,7 @@ PyTorch's CPU index. --torch-source (or TORCH_SOURCE) names a folder of wheels o
 """
 
 import argparse
+import email.parser
 import importlib.util
 import json
 import os
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -108,19 +110,85 @@ def build(platform: str, python_version: str, args) -> Path:
 
 
 def download_wheels(platform: str, python_version: str, wheel_dir: Path, torch_source) -> list[Path]:
-    """Every wheel the extension needs on that platform, resolved together, minus Blender's own modules."""
+    """Every wheel the extension needs on that platform, minus the modules Blender ships.
+
+    pip download evaluates dependency markers (platform_system == "Linux", ...) for the machine it runs on, not
+    for --platform: so torch's own dependencies are given explicitly, and the result is closed over the
+    dependencies that apply to the target platform (adding what pip skipped, dropping what it added for this host).
+    """
     wheel_dir.mkdir(parents=True, exist_ok=True)
+    environment = target_environment(platform, python_version)
     requirements = read_requirements(REPO_ROOT / "requirements" / "extension.txt")
-    torch_spec = requirements.pop("torch")
-    torch_wheel = download_torch(platform, python_version, wheel_dir, torch_spec, torch_source)
+    torch_wheel = download_torch(platform, python_version, wheel_dir, requirements.pop("torch"), torch_source)
+    torch_dependencies = [f"{r.name}{r.specifier}" for r in wheel_dependencies(torch_wheel, environment)]
 
     # Resolve against the numpy our pins were tested with (3.11); it is left out of the zip afterwards.
     numpy_pin = ["numpy==1.26.4"] if python_version == "3.11" else []
-    resolved = pip_download(platform, python_version, wheel_dir, [str(torch_wheel), *requirements.values(), *numpy_pin])
-    return sorted(
-        (wheel for wheel in resolved if normalize(wheel.name.split("-")[0]) not in SHIPPED_WITH_BLENDER | NOT_NEEDED_AT_RUNTIME),
-        key=lambda wheel: wheel.name.lower(),
-    )
+    resolved = pip_download(platform, python_version, wheel_dir,
+                            [*requirements.values(), *torch_dependencies, *numpy_pin])
+    wheels = {normalize(project_name(w)): w for w in [torch_wheel, *resolved]}
+    roots = ["torch", *requirements]
+    for _ in range(5):
+        needed, missing = dependency_closure(roots, wheels, environment)
+        if not missing:
+            break
+        for wheel in pip_download(platform, python_version, wheel_dir, sorted(missing.values())):
+            wheels.setdefault(normalize(project_name(wheel)), wheel)
+    else:
+        raise BuildError(f"could not complete the dependencies for {platform}: {sorted(missing)}")
+    return sorted((wheels[name] for name in needed if name not in SHIPPED_WITH_BLENDER | NOT_NEEDED_AT_RUNTIME),
+                  key=lambda wheel: wheel.name.lower())
+
+
+def target_environment(platform: str, python_version: str) -> dict[str, str]:
+    """Marker values (PEP 508) of Blender's Python on that platform."""
+    system, sys_platform, machine = {
+        "linux-x64": ("Linux", "linux", "x86_64"),
+        "windows-x64": ("Windows", "win32", "AMD64"),
+        "macos-arm64": ("Darwin", "darwin", "arm64"),
+    }[platform]
+    return {
+        "python_version": python_version, "python_full_version": f"{python_version}.0",
+        "platform_system": system, "sys_platform": sys_platform, "platform_machine": machine,
+        "os_name": "nt" if system == "Windows" else "posix", "implementation_name": "cpython",
+        "platform_python_implementation": "CPython", "platform_release": "", "platform_version": "",
+        "implementation_version": f"{python_version}.0", "extra": "",
+    }
+
+
+def wheel_dependencies(wheel: Path, environment: dict) -> list:
+    """The wheel's Requires-Dist entries that apply on the target (no extras)."""
+    from packaging.requirements import Requirement
+
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata_name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1]
+        metadata = email.parser.BytesParser().parsebytes(archive.read(metadata_name), headersonly=True)
+    requirements = [Requirement(line) for line in metadata.get_all("Requires-Dist") or []]
+    return [r for r in requirements if r.marker is None or r.marker.evaluate(environment)]
+
+
+def dependency_closure(roots, wheels: dict[str, Path], environment) -> tuple[list[str], dict[str, str]]:
+    """Names reachable from the roots on the target, and the requirements no downloaded wheel satisfies yet."""
+    needed, missing, todo = [], {}, [normalize(name) for name in roots]
+    while todo:
+        name = todo.pop()
+        if name in needed or name in missing:
+            continue
+        if name not in wheels:
+            missing[name] = name
+            continue
+        needed.append(name)
+        for requirement in wheel_dependencies(wheels[name], environment):
+            dependency = normalize(requirement.name)
+            if dependency not in wheels and dependency not in SHIPPED_WITH_BLENDER:
+                missing[dependency] = f"{requirement.name}{requirement.specifier}"  # the marker held on the target
+            else:
+                todo.append(dependency)
+    return needed, missing
+
+
+def project_name(wheel: Path) -> str:
+    return wheel.name.split("-")[0]
 
 
 def download_torch(platform, python_version, wheel_dir, spec, torch_source) -> Path:
