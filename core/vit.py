@@ -12,12 +12,18 @@ class ViTAttention(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.num_heads = config.num_attention_heads
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)  # query, key, value fused
-        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        width = config.hidden_size
+        self.query = nn.Linear(width, width, bias=config.qkv_bias)
+        self.key = nn.Linear(width, width, bias=config.qkv_bias)
+        self.value = nn.Linear(width, width, bias=config.qkv_bias)
+        self.out = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, width = x.shape
-        q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            projection(x).view(batch, tokens, self.num_heads, width // self.num_heads).transpose(1, 2)
+            for projection in (self.query, self.key, self.value)
+        )
         y = F.scaled_dot_product_attention(q, k, v)
         return self.out(y.transpose(1, 2).reshape(batch, tokens, width))
 
@@ -43,8 +49,8 @@ class ViT(nn.Module):
         super().__init__()
         self.config = config
         grid = config.image_size // config.patch_size
-        self.cls_token = nn.Parameter(torch.empty(1, 1, config.hidden_size))
-        self.position_embeddings = nn.Parameter(torch.empty(1, 1 + grid * grid, config.hidden_size))
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, config.hidden_size))
+        self.position_embeddings = nn.Parameter(0.02 * torch.randn(1, 1 + grid * grid, config.hidden_size))
         self.patch_embed = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size)
         self.blocks = nn.ModuleList(ViTBlock(config) for _ in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)

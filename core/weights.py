@@ -249,69 +249,57 @@ def _damaged_message(path, error) -> str:
 
 
 def checkpoint_key_map(model: TripoSR):
-    """Yield (our parameter name, official checkpoint names) for every parameter. Several official names are
-    concatenated along dim 0 into one of ours (fused q/k/v); official names mapped to None are unused."""
+    """Yield (our parameter name, official checkpoint name) for every official key; None for the official keys
+    we do not use."""
     config = model.config
     vit, ours = "image_tokenizer.model.", "image_tokenizer."
-    weight_bias = ("weight", "bias")
-    yield ours + "cls_token", [vit + "embeddings.cls_token"]
-    yield ours + "position_embeddings", [vit + "embeddings.position_embeddings"]
-    for p in weight_bias:
-        yield ours + f"patch_embed.{p}", [vit + f"embeddings.patch_embeddings.projection.{p}"]
-    for n in range(config.vit.num_hidden_layers):
-        src, dst = f"{vit}encoder.layer.{n}.", f"{ours}blocks.{n}."
-        qkv_params = weight_bias if config.vit.qkv_bias else ("weight",)
-        for p in qkv_params:
-            yield dst + f"attn.qkv.{p}", [src + f"attention.attention.{name}.{p}" for name in ("query", "key", "value")]
-        for p in weight_bias:
-            yield dst + f"attn.out.{p}", [src + f"attention.output.dense.{p}"]
-            yield dst + f"norm1.{p}", [src + f"layernorm_before.{p}"]
-            yield dst + f"norm2.{p}", [src + f"layernorm_after.{p}"]
-            yield dst + f"fc1.{p}", [src + f"intermediate.dense.{p}"]
-            yield dst + f"fc2.{p}", [src + f"output.dense.{p}"]
-    for p in weight_bias:
-        yield ours + f"norm.{p}", [vit + f"layernorm.{p}"]
-    yield "triplane_tokens", ["tokenizer.embeddings"]
-    for p in weight_bias:
-        yield f"backbone.norm.{p}", [f"backbone.norm.{p}"]
-        yield f"backbone.proj_in.{p}", [f"backbone.proj_in.{p}"]
-        yield f"backbone.proj_out.{p}", [f"backbone.proj_out.{p}"]
-    for n in range(config.backbone.num_layers):
-        block = f"backbone.transformer_blocks.{n}."
-        dst = f"backbone.blocks.{n}."
-        yield dst + "attn1.to_qkv.weight", [block + f"attn1.to_{x}.weight" for x in "qkv"]
-        yield dst + "attn2.to_q.weight", [block + "attn2.to_q.weight"]
-        yield dst + "attn2.to_kv.weight", [block + f"attn2.to_{x}.weight" for x in "kv"]
-        for p in weight_bias:
+    yield ours + "cls_token", vit + "embeddings.cls_token"
+    yield ours + "position_embeddings", vit + "embeddings.position_embeddings"
+    for p in ("weight", "bias"):
+        yield ours + f"patch_embed.{p}", vit + f"embeddings.patch_embeddings.projection.{p}"
+        for n in range(config.vit.num_hidden_layers):
+            src, dst = f"{vit}encoder.layer.{n}.", f"{ours}blocks.{n}."
+            if p == "weight" or config.vit.qkv_bias:
+                for name in ("query", "key", "value"):
+                    yield dst + f"attn.{name}.{p}", src + f"attention.attention.{name}.{p}"
+            yield dst + f"attn.out.{p}", src + f"attention.output.dense.{p}"
+            yield dst + f"norm1.{p}", src + f"layernorm_before.{p}"
+            yield dst + f"norm2.{p}", src + f"layernorm_after.{p}"
+            yield dst + f"fc1.{p}", src + f"intermediate.dense.{p}"
+            yield dst + f"fc2.{p}", src + f"output.dense.{p}"
+        yield ours + f"norm.{p}", vit + f"layernorm.{p}"
+        yield None, vit + f"pooler.dense.{p}"  # ViTModel's pooler: in the checkpoint, output never used
+    yield "triplane_tokens", "tokenizer.embeddings"
+    for p in ("weight", "bias"):
+        for name in ("norm", "proj_in", "proj_out"):
+            yield f"backbone.{name}.{p}", f"backbone.{name}.{p}"
+        for n in range(config.backbone.num_layers):
+            src, dst = f"backbone.transformer_blocks.{n}.", f"backbone.blocks.{n}."
             for attn in ("attn1", "attn2"):
-                yield dst + f"{attn}.to_out.{p}", [block + f"{attn}.to_out.0.{p}"]
-            for norm in ("norm1", "norm2", "norm3"):
-                yield dst + f"{norm}.{p}", [block + f"{norm}.{p}"]
-            yield dst + f"ff_in.{p}", [block + f"ff.net.0.proj.{p}"]
-            yield dst + f"ff_out.{p}", [block + f"ff.net.2.{p}"]
-    for p in weight_bias:
-        yield f"upsampler.{p}", [f"post_processor.upsample.{p}"]
+                if p == "weight":
+                    for name in ("to_q", "to_k", "to_v"):
+                        yield dst + f"{attn}.{name}.weight", src + f"{attn}.{name}.weight"
+                yield dst + f"{attn}.to_out.{p}", src + f"{attn}.to_out.0.{p}"
+            for name in ("norm1", "norm2", "norm3"):
+                yield dst + f"{name}.{p}", src + f"{name}.{p}"
+            yield dst + f"ff_in.{p}", src + f"ff.net.0.proj.{p}"
+            yield dst + f"ff_out.{p}", src + f"ff.net.2.{p}"
+        yield f"upsampler.{p}", f"post_processor.upsample.{p}"
         for index in range(len(model.decoder.layers)):
-            yield f"decoder.layers.{index}.{p}", [f"decoder.layers.{2 * index}.{p}"]
-        # ViTModel's pooler is in the checkpoint but its output is never used.
-        yield None, [vit + f"pooler.dense.{p}"]
+            yield f"decoder.layers.{index}.{p}", f"decoder.layers.{2 * index}.{p}"  # odd indices: SiLU modules
 
 
 def convert_checkpoint(checkpoint: dict, model: TripoSR, path) -> dict:
     """Official state dict → ours, strictly: every official key must be present with its exact shape, and no other."""
     ours = dict(model.state_dict())
     hidden = model.config.vit.hidden_size
-    plan = []
+    plan = list(checkpoint_key_map(model))
     expected = {}
-    for name, sources in checkpoint_key_map(model):
+    for name, source in plan:
         if name is None:
-            shape = (hidden, hidden) if sources[0].endswith("weight") else (hidden,)
+            expected[source] = torch.Size((hidden, hidden) if source.endswith("weight") else (hidden,))
         else:
-            full = ours.pop(name).shape
-            shape = (full[0] // len(sources), *full[1:])
-        for source in sources:
-            expected[source] = torch.Size(shape)
-        plan.append((name, sources))
+            expected[source] = ours.pop(name).shape
     assert not ours, f"parameters without a checkpoint key: {sorted(ours)}"  # a bug here, not in the file
 
     missing = sorted(k for k in expected if k not in checkpoint)
@@ -334,13 +322,8 @@ def convert_checkpoint(checkpoint: dict, model: TripoSR, path) -> dict:
     bad_dtype = sorted(k for k in expected if not checkpoint[k].is_floating_point())
     if bad_dtype:
         raise ModelError(f"The checkpoint {path} holds non-float tensors: {_listing(bad_dtype)}.")
-
-    state = {}
-    for name, sources in plan:
-        if name is not None:
-            tensors = [checkpoint[source].float() for source in sources]
-            state[name] = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
-    return state
+    # float32 tensors are used as they are: memory-mapped from the file, never copied.
+    return {name: checkpoint[source].float() for name, source in plan if name is not None}
 
 
 def _listing(items, limit=8) -> str:
@@ -349,16 +332,11 @@ def _listing(items, limit=8) -> str:
 
 
 def official_state_dict(model: TripoSR) -> dict:
-    """Our parameters under the official checkpoint's names (the inverse of convert_checkpoint); for saving a
-    checkpoint the reference code could load. The unused ViT pooler is written as zeros."""
+    """Our parameters under the official checkpoint's names (the inverse of convert_checkpoint), e.g. to save a
+    checkpoint the reference code can load. Shares the model's tensors; the unused ViT pooler is zeros."""
     ours = model.state_dict()
     hidden = model.config.vit.hidden_size
-    state = {}
-    for name, sources in checkpoint_key_map(model):
-        if name is None:
-            state[sources[0]] = torch.zeros((hidden, hidden) if sources[0].endswith("weight") else (hidden,))
-            continue
-        for source, part in zip(sources, ours[name].chunk(len(sources))):
-            state[source] = part.clone()
-    return state
-
+    return {
+        source: ours[name] if name else torch.zeros((hidden, hidden) if source.endswith("weight") else (hidden,))
+        for name, source in checkpoint_key_map(model)
+    }
