@@ -44,6 +44,7 @@ fresh process. The client is meant for one thread (Blender's main thread).
 
 import atexit
 import collections
+import ctypes
 import dataclasses
 import gc
 import logging
@@ -451,31 +452,32 @@ class _Server:
         os._exit(0)  # the job did not reach a cancel point in time
 
     def _generate(self, header: dict, arrays: dict):
+        reply = self._answer(header, arrays)
+        del arrays  # the image
+        _release_free_memory()  # before answering, so that the parent sees the worker's idle footprint
+        write_message(self.output, *reply)
+
+    def _answer(self, header: dict, arrays: dict) -> tuple[dict, dict]:
         job = header["job"]
         try:
             progress = self._progress_callback(job)
             model = self._load(ModelSpec(**header["model"]), progress)
-            image = arrays["image"] if "image" in arrays else header["image_path"]
+            image = arrays.pop("image") if "image" in arrays else header["image_path"]
             mesh = self._run_pipeline(model, image, header["settings"], progress)
         except ImageToMeshError as error:
             _log(f"job {job}: {type(error).__name__}: {error}")
-            self._send_error(job, error)
+            return _error_reply(job, error)
         except ImportError as error:
             traceback.print_exc()
-            self._send_error(job, WorkerError(
+            return _error_reply(job, WorkerError(
                 f"The worker's Python ({sys.executable}) cannot load what the model needs ({error}). Install "
                 "PyTorch and the add-on's other requirements in that environment, or use Blender's own Python."))
         except Exception as error:
             traceback.print_exc()
             text = f"{type(error).__name__}: {error}"[:300]
-            self._send_error(job, WorkerError(f"Generating failed with an unexpected error in the worker ({text}). "
-                                              "This is a bug in Image to Mesh; the worker's log has the details."))
-        else:
-            write_message(self.output, {"type": "result", "job": job},
-                          {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)})
-
-    def _send_error(self, job: int, error: ImageToMeshError):
-        write_message(self.output, {"type": "error", "job": job, "error": type(error).__name__, "message": str(error)})
+            return _error_reply(job, WorkerError(f"Generating failed with an unexpected error in the worker ({text}). "
+                                                 "This is a bug in Image to Mesh; the worker's log has the details."))
+        return {"type": "result", "job": job}, {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)}
 
     def _progress_callback(self, job: int):
         last = {"stage": None, "time": 0.0}
@@ -532,6 +534,21 @@ class _Server:
                              "programs.") from None
         finally:
             model.query_chunk_size = chunk_size
+
+
+def _error_reply(job: int, error: ImageToMeshError) -> tuple[dict, dict]:
+    return {"type": "error", "job": job, "error": type(error).__name__, "message": str(error)}, {}
+
+
+def _release_free_memory():
+    """Give the job's freed memory back to the system, so an idle worker holds only the model (glibc keeps freed
+    blocks of its per-thread arenas otherwise)."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl)
+            pass
 
 
 def _log(text: str):
