@@ -286,7 +286,7 @@ class WorkerClient:
     def _environment(self, root: Path) -> dict:
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
         paths = [str(root), *self.extra_paths]
-        if _same_file(self.python, sys.executable):
+        if _same_path(self.python, sys.executable):
             # Bundled wheels live in folders only this interpreter's sys.path knows (Blender extensions).
             paths += [path for path in sys.path if path and os.path.exists(path)]
             env["PYTHONNOUSERSITE"] = "1"
@@ -386,11 +386,9 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+def _same_path(a: str, b: str) -> bool:
+    """Compared without resolving links: a venv's python links to its base interpreter but is another environment."""
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
 
 
 def _image_message(image) -> tuple[dict, dict]:

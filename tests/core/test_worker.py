@@ -335,15 +335,38 @@ def test_missing_interpreter_is_a_worker_error(spec, image, tmp_path):
     assert not client.busy
 
 
-@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs a second interpreter")
-def test_external_interpreter_gets_only_the_addon_folder(spec, image):
-    """An external Python without numpy must not borrow this one's packages: it fails, saying what is missing."""
-    probe = subprocess.run(["/usr/bin/python3", "-c", "import numpy"], capture_output=True)
-    if probe.returncode == 0:
-        pytest.skip("/usr/bin/python3 has numpy")
-    client = WorkerClient(python="/usr/bin/python3")
+@pytest.fixture(scope="module")
+def bare_venv(tmp_path_factory):
+    """A new virtual environment without packages: its python is a link to this one's base interpreter."""
+    folder = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    return python, Path(site)
+
+
+def test_external_interpreter_does_not_borrow_our_packages(bare_venv, spec, image):
+    """An environment without numpy fails saying what is missing, though its python links to the same binary."""
+    python, _ = bare_venv
+    client = WorkerClient(python=str(python))
     try:
         with pytest.raises(WorkerError, match="stopped unexpectedly.*No module named 'numpy'"):
             client.run(image, SMALL, spec)
     finally:
         client.close()
+
+
+def test_external_interpreter_with_the_requirements_works(bare_venv, spec, image, tmp_path):
+    python, site = bare_venv
+    ours = next(path for path in sys.path if path.endswith("site-packages") and Path(path, "torch").is_dir())
+    pth = site / "image_to_mesh_test_requirements.pth"
+    pth.write_text(ours + "\n")  # the environment "has" torch & co. by a path file, as an installed env would
+    client = WorkerClient(python=str(python))
+    try:
+        mesh = client.run(image, SMALL, spec)
+        assert len(mesh.vertices) == 11627
+        assert f"at {python}" in client.log_tail()
+    finally:
+        client.close()
+        pth.unlink()
