@@ -323,3 +323,31 @@ class _Reader:
             raise ModelError(f"{self.path}: 'backbone.in_channels' must be a multiple of 'backbone.norm_num_groups'.")
 
 
+
+
+def save_config(config: ModelConfig, folder) -> Path:
+    """Write config.yaml in the official format (plus vit_config.json when the ViT is not the built-in DINO
+    ViT-B/16) into folder, e.g. to ship a checkpoint made with this code. Returns the config.yaml path."""
+    folder = Path(folder)
+    vit_name = next((name for name, vit in BUILTIN_VITS.items() if vit == config.vit), None)
+    if vit_name is None:
+        vit_name = "vit_config.json"
+        vit = dict(dataclasses.asdict(config.vit), model_type="vit", hidden_act="gelu", architectures=["ViTModel"])
+        (folder / vit_name).write_text(json.dumps(vit, indent=2), encoding="utf-8")
+    sections = {
+        "image_tokenizer": {"pretrained_model_name_or_path": vit_name},
+        "tokenizer": dataclasses.asdict(config.triplane),
+        "backbone": dict(dataclasses.asdict(config.backbone), in_channels="${tokenizer.num_channels}"),
+        "post_processor": dataclasses.asdict(config.upsampler),
+        "decoder": dataclasses.asdict(config.decoder),
+        "renderer": dict(dataclasses.asdict(config.renderer), density_activation="exp", num_samples_per_ray=128),
+    }
+    if config.backbone.norm_num_groups == BackboneConfig.norm_num_groups:  # left to the code, as upstream does
+        del sections["backbone"]["norm_num_groups"]
+    raw = {"cond_image_size": config.cond_image_size}
+    for name, section in sections.items():
+        raw[f"{name}_cls"] = KNOWN_CLASSES[f"{name}_cls"]
+        raw[name] = section
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BackboneConfig, DecoderConfig, ModelConfig
+from .errors import ModelError
 from .vit import ViT
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -202,6 +203,8 @@ class TripoSR(nn.Module):
         precision = self.encode_precision
         if precision == "auto":
             precision = "float16" if self.device.type == "cuda" else "float32"
+        if precision not in PRECISIONS:
+            raise ModelError(f"Unknown encode precision {precision!r}; use 'auto' or one of {', '.join(PRECISIONS)}.")
         if precision == "float32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=PRECISIONS[precision])

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from core.config import ModelConfig, load_config
+from core.config import ModelConfig, load_config, save_config
 from core.errors import ModelError
 from core.model import TripoSR
 from core.weights import PINNED_REVISIONS, load_model, official_state_dict, resolve_device
@@ -82,6 +82,15 @@ def test_official_config_gives_the_full_size_model(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(OFFICIAL_CONFIG))
     assert load_config(path) == ModelConfig()
+
+
+def test_saved_config_reads_back_equal(tmp_path, tiny_model_dir):
+    assert save_config(ModelConfig(), tmp_path).name == "config.yaml"
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == OFFICIAL_CONFIG
+    assert load_config(tmp_path / "config.yaml") == ModelConfig()
+    tiny = load_config(tiny_model_dir / "config.yaml")
+    save_config(tiny, tmp_path)
+    assert (tmp_path / "vit_config.json").is_file() and load_config(tmp_path / "config.yaml") == tiny
 
 
 def test_fixture_config_resolves_its_interpolation(tiny_model_dir):
