@@ -4,8 +4,9 @@ from .errors import Cancelled, ImageToMeshError, InputError, ModelError, WorkerE
 from .mesh import Mesh
 from .preprocess import prepare_image
 
-# torch-dependent names load on first use, so `import core` (e.g. for the errors in Blender) does not import torch.
-_LAZY = {"load_model": ".weights", "GenerateSettings": ".pipeline", "generate": ".pipeline"}
+# torch-dependent names (and the worker client) load on first use, so `import core` (e.g. for the errors in Blender) does not import torch.
+_LAZY = {"load_model": ".weights", "GenerateSettings": ".pipeline", "generate": ".pipeline",
+         "ModelSpec": ".worker", "WorkerClient": ".worker"}
 
 
 def __getattr__(name):
@@ -17,4 +18,4 @@ def __getattr__(name):
 
 
 __all__ = ["Cancelled", "ImageToMeshError", "InputError", "Mesh", "ModelError", "WorkerError", "prepare_image"]
-__all__ += ["GenerateSettings", "generate", "load_model"]
+__all__ += ["GenerateSettings", "generate", "load_model", "ModelSpec", "WorkerClient"]

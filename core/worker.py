@@ -190,7 +190,7 @@ class WorkerClient:
 
     def __init__(self, python: str | None = None, extra_paths=(), timeouts: Timeouts | None = None):
         self.python = os.fspath(python) if python else sys.executable
-        self.extra_paths = [os.fspath(path) for path in extra_paths]
+        self.extra_paths = [os.path.abspath(path) for path in extra_paths]
         self.timeouts = timeouts or Timeouts()
         self._child: _Child | None = None
         self._last_log: list[str] = []
@@ -288,7 +288,7 @@ class WorkerClient:
         paths = [str(root), *self.extra_paths]
         if _same_path(self.python, sys.executable):
             # Bundled wheels live in folders only this interpreter's sys.path knows (Blender extensions).
-            paths += [path for path in sys.path if path and os.path.exists(path)]
+            paths += [os.path.abspath(path) for path in sys.path if path and os.path.exists(path)]
             env["PYTHONNOUSERSITE"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         return env

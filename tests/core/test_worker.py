@@ -328,6 +328,12 @@ def test_worker_ends_when_its_parent_is_killed(spec):
         parent.wait()
 
 
+def test_the_client_does_not_import_torch():
+    """Blender's process imports the client: torch (hundreds of MB) must load only in the worker."""
+    code = "import sys, core.worker; core.worker.WorkerClient(); assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
 def test_missing_interpreter_is_a_worker_error(spec, image, tmp_path):
     client = WorkerClient(python=str(tmp_path / "no-python"))
     with pytest.raises(WorkerError, match="Could not start the worker .*no-python"):
@@ -340,16 +346,12 @@ def bare_venv(tmp_path_factory):
     """A new virtual environment without packages: its python is a link to this one's base interpreter."""
     folder = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
-    python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    return python, Path(site)
+    return folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
 def test_external_interpreter_does_not_borrow_our_packages(bare_venv, spec, image):
     """An environment without numpy fails saying what is missing, though its python links to the same binary."""
-    python, _ = bare_venv
-    client = WorkerClient(python=str(python))
+    client = WorkerClient(python=str(bare_venv))
     try:
         with pytest.raises(WorkerError, match="stopped unexpectedly.*No module named 'numpy'"):
             client.run(image, SMALL, spec)
@@ -357,16 +359,12 @@ def test_external_interpreter_does_not_borrow_our_packages(bare_venv, spec, imag
         client.close()
 
 
-def test_external_interpreter_with_the_requirements_works(bare_venv, spec, image, tmp_path):
-    python, site = bare_venv
+def test_external_interpreter_with_extra_paths_works(bare_venv, spec, image):
     ours = next(path for path in sys.path if path.endswith("site-packages") and Path(path, "torch").is_dir())
-    pth = site / "image_to_mesh_test_requirements.pth"
-    pth.write_text(ours + "\n")  # the environment "has" torch & co. by a path file, as an installed env would
-    client = WorkerClient(python=str(python))
+    client = WorkerClient(python=str(bare_venv), extra_paths=[ours])
     try:
         mesh = client.run(image, SMALL, spec)
         assert len(mesh.vertices) == 11627
-        assert f"at {python}" in client.log_tail()
+        assert f"at {bare_venv}" in client.log_tail()
     finally:
         client.close()
-        pth.unlink()
