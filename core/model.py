@@ -92,7 +92,7 @@ class NeRFDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
-            features = self.activation(layer(features))
+            features = self.activation(layer(features), inplace=True)  # memory-bound: skip a tensor per layer
         return self.layers[-1](features)
 
 
@@ -144,7 +144,8 @@ class TripoSR(nn.Module):
         """(B, C, 3·P·P) → upsampled triplanes (B, 3, C', 2P, 2P)."""
         batch, channels, _ = backbone_tokens.shape
         size = self.config.triplane.plane_size
-        planes = backbone_tokens.view(batch, channels, 3, size, size).transpose(1, 2).reshape(3 * batch, channels, size, size)
+        planes = backbone_tokens.view(batch, channels, 3, size, size).transpose(1, 2)
+        planes = planes.reshape(3 * batch, channels, size, size)
         planes = self.upsampler(planes)
         return planes.view(batch, 3, *planes.shape[1:])
 

@@ -17,7 +17,8 @@ class GenerateSettings:
     threshold: float = 25.0  # iso level on the density
 
     def validate(self):
-        if not isinstance(self.resolution, int) or isinstance(self.resolution, bool) or not 8 <= self.resolution <= 1024:
+        resolution = self.resolution
+        if not isinstance(resolution, int) or isinstance(resolution, bool) or not 8 <= resolution <= 1024:
             raise InputError(f"Resolution must be a whole number from 8 to 1024, not {self.resolution!r}.")
         if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold) or self.threshold <= 0:
             raise InputError(f"Threshold must be a positive number (TripoSR's default is 25), not {self.threshold!r}.")

@@ -43,7 +43,7 @@ class ViTBlock(nn.Module):
 
 
 class ViT(nn.Module):
-    """Image (B, 3, H, W), already normalised → tokens (B, 1 + (H/p)·(W/p), hidden): CLS first, then patches row-major."""
+    """Normalised images (B, 3, H, W) → tokens (B, 1 + (H/p)·(W/p), hidden): CLS first, then patches row-major."""
 
     def __init__(self, config: ViTConfig):
         super().__init__()

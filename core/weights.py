@@ -163,7 +163,7 @@ def _offline_message(repo_id, allow_download, error) -> str:
     why = (
         "downloads are not allowed (Blender's online access is off, or the download option was disabled)"
         if not allow_download
-        else f"the Hugging Face hub could not be reached ({type(error).__name__})"
+        else "huggingface.co could not be reached (no network, a proxy or firewall, or the hub is down)"
     )
     return (
         f"The model {repo_id} is not in the local cache and {why}. Either allow online access so it can be "

@@ -76,7 +76,8 @@ def test_density_grid_matches_reference(model, tiny_model_dir):
     axis = torch.linspace(-0.87, 0.87, 32)
     points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
     density, _ = model.query(scene_code, points)
-    torch.testing.assert_close(density.view(32, 32, 32), reference(tiny_model_dir, "density_grid_32"), rtol=1e-4, atol=0)
+    expected = reference(tiny_model_dir, "density_grid_32")
+    torch.testing.assert_close(density.view(32, 32, 32), expected, rtol=1e-4, atol=0)
 
 
 def test_query_of_no_points_and_points_outside_the_box(model, tiny_model_dir):

@@ -132,13 +132,13 @@ def test_interpolation_inside_a_string_and_chained(tmp_path):
         (lambda c: c["decoder"].update(in_channels=25), "'decoder.in_channels' \\(25\\) must equal"),
         (lambda c: c["decoder"].update(colour=1), "unknown field\\(s\\) decoder.colour"),
         (lambda c: c["image_tokenizer"].update(pretrained_model_name_or_path="facebook/dino-vits8"), "dino-vits8"),
-        (lambda c: c["image_tokenizer"].update(pretrained_model_name_or_path="other.json"), "other.json does not exist"),
+        (lambda c: c["image_tokenizer"].update(pretrained_model_name_or_path="x.json"), "x.json does not exist"),
     ],
 )
 def test_bad_config_is_refused_naming_field_and_file(model_dir, edit, message):
     edit_config(model_dir, edit)
     text = load_error(model_dir)
-    assert str(model_dir / "config.yaml") in text or "other.json" in text
+    assert str(model_dir / "config.yaml") in text or "x.json" in text
     assert re.search(message, text), text
 
 
@@ -316,7 +316,7 @@ def test_loads_from_hub_cache_without_network(tiny_model_dir, tmp_path):
     add_to_hub_cache(tmp_path, "someone/tiny-triposr", revision, tiny_hub_files(tiny_model_dir))
     model = load_model("someone/tiny-triposr", device="cpu", cache_dir=tmp_path, allow_download=False)
     assert model.config.cond_image_size == 128
-    model = load_model("someone/tiny-triposr", revision=revision, device="cpu", cache_dir=tmp_path, allow_download=False)
+    model = load_model("someone/tiny-triposr", revision=revision, cache_dir=tmp_path, allow_download=False)
     assert model.config.triplane.plane_size == 8
 
 
@@ -367,3 +367,18 @@ def official_state_dict_keys(model):
 
 def test_config_dataclasses_are_plain():
     assert dataclasses.asdict(ModelConfig())["backbone"]["num_layers"] == 16
+
+
+@pytest.mark.slow  # huggingface_hub retries for about 25 s before it gives up
+def test_unreachable_hub_explains_what_to_do(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from core.weights import load_model; load_model(cache_dir=__import__('sys').argv[1], device='cpu')"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2"},
+    )
+    assert "core.errors.ModelError" in result.stderr and "huggingface.co could not be reached" in result.stderr
+    assert "IMAGE_TO_MESH_MODEL" in result.stderr
