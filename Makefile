@@ -38,12 +38,12 @@ examples: system-libs venv
 
 venv: $(STAMP)
 
-$(STAMP): requirements/core.txt requirements/dev.txt
+$(STAMP): requirements/core.txt requirements/dev.txt requirements/constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found): install it, or run make PYTHON=/path/to/python3.11"; exit 1; }
 	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then \
 		echo "$(VENV) is not Python 3.11: remove it and run make again"; exit 1; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check $(PIP_ARGS) -r requirements/dev.txt
+	$(PY) -m pip install --disable-pip-version-check $(PIP_ARGS) -r requirements/dev.txt -c requirements/constraints.txt
 	touch $(STAMP)
 
 system-libs:

@@ -122,17 +122,17 @@ def download_wheels(platform: str, python_version: str, wheel_dir: Path, torch_s
     torch_wheel = download_torch(platform, python_version, wheel_dir, requirements.pop("torch"), torch_source)
     torch_dependencies = [f"{r.name}{r.specifier}" for r in wheel_dependencies(torch_wheel, environment)]
 
-    # Resolve against the numpy our pins were tested with (3.11); it is left out of the zip afterwards.
-    numpy_pin = ["numpy==1.26.4"] if python_version == "3.11" else []
+    # For 3.11 take exactly the versions the tests ran with (numpy included, though it stays out of the zip).
+    constraints = ["-c", str(REPO_ROOT / "requirements" / "constraints.txt")] if python_version == "3.11" else []
     resolved = pip_download(platform, python_version, wheel_dir,
-                            [*requirements.values(), *torch_dependencies, *numpy_pin])
+                            [*requirements.values(), *torch_dependencies, *constraints])
     wheels = {normalize(project_name(w)): w for w in [torch_wheel, *resolved]}
     roots = ["torch", *requirements]
     for _ in range(5):
         needed, missing = dependency_closure(roots, wheels, environment)
         if not missing:
             break
-        for wheel in pip_download(platform, python_version, wheel_dir, sorted(missing.values())):
+        for wheel in pip_download(platform, python_version, wheel_dir, [*sorted(missing.values()), *constraints]):
             wheels.setdefault(normalize(project_name(wheel)), wheel)
     else:
         raise BuildError(f"could not complete the dependencies for {platform}: {sorted(missing)}")
