@@ -18,7 +18,8 @@ Client API (the Blender operator's; the client never imports torch):
                      closing worker may take to stop before it is killed.
     client.start()                        start the process now (optional: jobs start it on demand)
     client.submit(image, settings, model) start a job, return at once
-        image        numpy array (H, W) or (H, W, C) of pixels (uint8, uint16, float...) or a file path
+        image        numpy array (H, W) or (H, W, C) of pixels (uint8, uint16, float...) or a file path; an array
+                     is sent from a background thread: leave it unchanged until the job ends
         settings     core.pipeline.GenerateSettings (or a dict of its fields)
         model        ModelSpec(source, revision, device, cache_dir, allow_download); a job with another spec
                      than the loaded model's reloads it
@@ -121,18 +122,32 @@ class Failure:
 
 
 class _Child:
-    """One worker process and the threads that drain its pipes."""
+    """One worker process and the threads that feed and drain its pipes (so the caller never waits on a pipe)."""
 
     def __init__(self, command: list[str], cwd: Path, env: dict):
         self.messages = queue.Queue()  # ("message", arrival time, header, arrays) | ("broken", error) | ("end",)
+        self.outbox = queue.Queue()  # (header, arrays) to send | None: close the worker's stdin
         self.log = collections.deque(maxlen=LOG_LINES)
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
             start_new_session=True, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         self.threads = [threading.Thread(target=target, daemon=True, name=f"image-to-mesh worker {name}")
-                        for name, target in (("output", self._read_output), ("log", self._read_log))]
+                        for name, target in (("input", self._write_input), ("output", self._read_output),
+                                             ("log", self._read_log))]
         for thread in self.threads:
             thread.start()
+
+    def _write_input(self):
+        try:
+            while (message := self.outbox.get()) is not None:
+                write_message(self.process.stdin, *message)
+        except OSError:
+            pass  # the worker is gone: the output thread sees its end and that is reported
+        finally:
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
 
     def _read_output(self):
         try:
@@ -158,14 +173,11 @@ class _Child:
                 log.debug("worker %d: %s", self.process.pid, line)
 
     def send(self, header: dict, arrays: dict | None = None):
-        write_message(self.process.stdin, header, arrays)
+        self.outbox.put((header, arrays))
 
     def stop(self, grace: float) -> int:
         """End the process (politely: stdin closes, then kill after `grace` seconds), reap it, join the threads."""
-        try:
-            self.process.stdin.close()
-        except OSError:
-            pass
+        self.outbox.put(None)
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
@@ -238,10 +250,7 @@ class WorkerClient:
         header, arrays = _image_message(image)
         header.update(type="generate", job=self._job + 1, model=model.to_message(), settings=_settings_dict(settings))
         self.start()
-        try:
-            self._child.send(header, arrays)
-        except OSError:
-            raise self._crash_error(self._discard()) from None
+        self._child.send(header, arrays)
         self._job += 1
         self._busy, self._stage, self._cancel_deadline = True, None, None
         self._last_heard = time.monotonic()
@@ -271,10 +280,7 @@ class WorkerClient:
         if not self._busy or self._cancel_deadline is not None:
             return
         self._cancel_deadline = time.monotonic() + self.timeouts.grace
-        try:
-            self._child.send({"type": "cancel", "job": self._job})
-        except OSError:
-            pass  # it is gone; the next poll notices
+        self._child.send({"type": "cancel", "job": self._job})
 
     def close(self):
         self._busy = False

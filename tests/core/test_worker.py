@@ -294,6 +294,24 @@ def test_close_during_a_job_ends_it(spec, image):
     assert process_gone(pid) and not client.busy
 
 
+def test_no_temporary_files_are_left(spec, image, tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the worker inherits it
+    client = WorkerClient()
+    try:
+        client.run(image, SMALL, spec)
+        client.submit(image, SLOW, spec)
+        os.kill(client.pid, signal.SIGKILL)
+        wait_for_end(client)
+        client.run(image, SMALL, spec)
+    finally:
+        client.close()
+    # torch itself makes an empty, shared cache folder (torchinductor_<user>) on import; nothing else may appear.
+    assert [path.name for path in temp.iterdir() if not path.name.startswith("torchinductor_")] == []
+    assert [path for path in temp.rglob("*") if not path.is_dir()] == []
+
+
 def _parent_script(ending: str) -> str:
     return textwrap.dedent(f"""
         import sys
