@@ -74,6 +74,7 @@ LOG_LINE_BYTES = 4096
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one stage
 OOM_RETRIES = 2  # on CUDA out-of-memory: retries, each with a 4× smaller query chunk
 ORPHAN_EXIT_DELAY = 5.0  # seconds a worker whose parent is gone waits for its job to stop before it exits
+_LOG_PREFIX = "[image-to-mesh worker "
 _ERROR_TYPES = {cls.__name__: cls for cls in (ImageToMeshError, InputError, ModelError, WorkerError, Cancelled)}
 
 
@@ -312,15 +313,15 @@ class WorkerClient:
             pass
         events = []
         for item in items:
-            event = self._handle(item)
-            if event is not None:
-                events.append(event)
+            events.append(self._handle(item))
             if self._child is not child:
-                return events
-        if self._busy:
-            event = self._check_time()
-            if event is not None:
-                events.append(event)
+                break
+        else:
+            if self._busy:
+                events.append(self._check_time())
+        events = [event for event in events if event is not None]
+        if any(isinstance(event, Failure) and isinstance(event.error, WorkerError) for event in events):
+            log.warning("the Image to Mesh worker failed; its last log lines:\n%s", self.log_tail())
         return events
 
     def _handle(self, item):
@@ -380,9 +381,11 @@ class WorkerClient:
             how = f"killed by {name}" + (", often because the system ran out of memory" if name == "SIGKILL" else "")
         else:
             how = f"exit status {status}"
-        lines = [line[:200] for line in self._last_log[-3:]]
-        last = (" Its last output: " + " | ".join(lines)) if lines else ""
-        return WorkerError(f"The worker process stopped unexpectedly ({how}). The next Generate starts a new one.{last}")
+        said = ""
+        if status is not None and status > 0:  # it ended itself: its last words, e.g. "ModuleNotFoundError: ..."
+            said = next((line for line in reversed(self._last_log) if not line.startswith((" ", "\t", _LOG_PREFIX))), "")
+            said = f" It said: {said[:300]}" if said else ""
+        return WorkerError(f"The worker process stopped unexpectedly ({how}). The next Generate starts a new one.{said}")
 
 
 def _signal_name(number: int) -> str:
@@ -556,7 +559,7 @@ def _release_free_memory():
 
 
 def _log(text: str):
-    print(f"[image-to-mesh worker {os.getpid()}] {text}", file=sys.stderr, flush=True)
+    print(f"{_LOG_PREFIX}{os.getpid()}] {text}", file=sys.stderr, flush=True)
 
 
 def main():

@@ -151,13 +151,14 @@ def test_errors_come_back_as_our_types(client, spec, image, tmp_path):
     assert isinstance(client.run(image, SMALL, spec).vertices, np.ndarray)
 
 
-def test_unexpected_error_in_the_worker_is_a_worker_error_without_traceback(client, spec, image):
+def test_unexpected_error_in_the_worker_is_a_worker_error_without_traceback(client, spec, image, caplog):
     with pytest.raises(WorkerError) as caught:
         client.run(image, {"resolution": 32, "no_such_setting": 1}, spec)
     message = str(caught.value)
     assert "unexpected error" in message and "no_such_setting" in message
     assert "Traceback" not in message
     assert "Traceback (most recent call last)" in client.log_tail(50)
+    assert "Traceback (most recent call last)" in caplog.text  # the console gets the details
 
 
 def test_cancel_right_after_submit_is_cooperative(client, spec, image):
@@ -171,7 +172,7 @@ def test_cancel_right_after_submit_is_cooperative(client, spec, image):
     assert len(client.run(image, SMALL, spec).vertices) == 11627
 
 
-@pytest.mark.parametrize("stage", ["Loading model", "Encoding image", "Extracting mesh"])
+@pytest.mark.parametrize("stage", ["Loading model", "Preparing image", "Encoding image", "Extracting mesh"])
 def test_cancel_at_a_stage(own_client, spec, image, stage):
     own_client.submit(image, SLOW, spec)
     seen = []
@@ -231,6 +232,7 @@ def test_worker_killed_mid_job_is_a_clear_error_and_the_next_job_works(own_clien
     assert killed
     assert isinstance(end, Failure) and isinstance(end.error, WorkerError)
     assert "stopped unexpectedly" in str(end.error) and "SIGKILL" in str(end.error)
+    assert "said" not in str(end.error)  # its log holds nothing about why it died
     assert process_gone(pid)
     assert len(own_client.run(image, SMALL, spec).vertices) == 11627
     assert own_client.pid != pid
@@ -371,7 +373,7 @@ def test_external_interpreter_does_not_borrow_our_packages(bare_venv, spec, imag
     """An environment without numpy fails saying what is missing, though its python links to the same binary."""
     client = WorkerClient(python=str(bare_venv))
     try:
-        with pytest.raises(WorkerError, match="stopped unexpectedly.*No module named 'numpy'"):
+        with pytest.raises(WorkerError, match="stopped unexpectedly.*It said: ModuleNotFoundError: No module named 'numpy'$"):
             client.run(image, SMALL, spec)
     finally:
         client.close()
