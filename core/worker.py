@@ -363,7 +363,7 @@ class WorkerClient:
             return None
         self._busy = False
         self._discard(kill=True)
-        doing = "starting and loading the model" if loading else f"'{self._stage}'"
+        doing = "starting and loading the model" if loading else self._stage.lower()
         return Failure(WorkerError(
             f"The worker process stopped responding while {doing} (nothing heard for {limit:.0f} s), so it was "
             "ended. Try again; if it keeps happening, try a lower mesh resolution or another device."))
@@ -528,9 +528,12 @@ class _Server:
             for attempt in range(OOM_RETRIES + 1):
                 try:
                     return generate(model, image, settings, progress=progress)
-                except ModelError as error:  # the pipeline reports torch's out-of-memory as a ModelError
-                    if attempt == OOM_RETRIES or not isinstance(error.__context__, torch.OutOfMemoryError):
+                except (ModelError, torch.OutOfMemoryError) as error:  # the pipeline reports it as a ModelError
+                    if not any(isinstance(cause, torch.OutOfMemoryError) for cause in (error, error.__context__)):
                         raise
+                    if attempt == OOM_RETRIES:
+                        raise ModelError(f"Out of memory on {model.device}, even with smaller batches. Lower the "
+                                         "resolution, close other programs using the GPU, or use the CPU.") from None
                 # Outside the except block, so the failed attempt's tensors are already released.
                 gc.collect()
                 torch.cuda.empty_cache()
