@@ -1,0 +1,188 @@
+"""The worker process, `python -m core.worker_process` (started by core.worker.WorkerClient).
+
+It reads requests on a thread of its own (so a cancel arrives while a job runs), runs jobs on the main thread,
+keeps the model between jobs, answers with progress / result / error messages on its stdout (worker_protocol)
+and writes its log to stderr. It ends when its stdin closes: its parent closed it or died.
+"""
+
+import ctypes
+import dataclasses
+import gc
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+
+from .errors import Cancelled, ImageToMeshError, ModelError, WorkerError
+from .worker_protocol import read_message, write_message
+
+LOG_PREFIX = "[image-to-mesh worker "
+PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one stage
+OOM_RETRIES = 2  # on out-of-memory on the GPU: retries, each with a 4× smaller query chunk
+ORPHAN_EXIT_DELAY = 5.0  # seconds a worker whose parent is gone waits for its job to stop before it exits
+
+
+class _Server:
+    """The worker process: reads requests on one thread (so a cancel arrives while a job runs) and runs them on
+    the main thread, keeping the model between jobs."""
+
+    def __init__(self, requests_in, messages_out):
+        self.output = messages_out
+        self.requests = queue.Queue()
+        self.cancelled_job = None
+        self.parent_gone = threading.Event()
+        self.model = None
+        self.model_spec = None
+        threading.Thread(target=self._read_requests, args=(requests_in,), daemon=True).start()
+
+    def serve(self):
+        while (request := self.requests.get()) is not None:
+            self._generate(*request)
+
+    def _read_requests(self, stream):
+        try:
+            while (message := read_message(stream)) is not None:
+                header, _ = message
+                if header["type"] == "cancel":
+                    self.cancelled_job = header["job"]
+                else:
+                    self.requests.put(message)
+        except WorkerError as error:
+            _log(f"stopping: {error}")
+        self.parent_gone.set()
+        self.requests.put(None)
+        time.sleep(ORPHAN_EXIT_DELAY)
+        os._exit(0)  # the job did not reach a cancel point in time
+
+    def _generate(self, header: dict, arrays: dict):
+        reply = self._answer(header, arrays)
+        del arrays  # the image
+        _release_free_memory()  # before answering, so that the parent sees the worker's idle footprint
+        write_message(self.output, *reply)
+
+    def _answer(self, header: dict, arrays: dict) -> tuple[dict, dict]:
+        job = header["job"]
+        try:
+            progress = self._progress_callback(job)
+            model = self._load(header["model"], progress)
+            image = arrays.pop("image") if "image" in arrays else header["image_path"]
+            mesh = self._run_pipeline(model, image, header["settings"], progress)
+        except ImageToMeshError as error:
+            _log(f"job {job}: {type(error).__name__}: {error}")
+            return _error_reply(job, error)
+        except ImportError as error:
+            traceback.print_exc()
+            return _error_reply(job, WorkerError(
+                f"The worker's Python ({sys.executable}) cannot load what the model needs ({error}). Install "
+                "PyTorch and the add-on's other requirements in that environment, or use Blender's own Python."))
+        except Exception as error:
+            traceback.print_exc()
+            text = f"{type(error).__name__}: {error}"[:300]
+            return _error_reply(job, WorkerError(f"Generating failed with an unexpected error in the worker ({text}). "
+                                                 "This is a bug in Image to Mesh; the worker's log has the details."))
+        return {"type": "result", "job": job}, {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)}
+
+    def _progress_callback(self, job: int):
+        last = {"stage": None, "time": 0.0}
+
+        def progress(stage: str, fraction: float):
+            if self.cancelled_job == job or self.parent_gone.is_set():
+                raise Cancelled("Cancelled.")
+            now = time.monotonic()
+            if stage != last["stage"] or fraction >= 1.0 or now - last["time"] >= PROGRESS_INTERVAL:
+                last.update(stage=stage, time=now)
+                write_message(self.output, {"type": "progress", "job": job, "stage": stage,
+                                            "fraction": float(fraction)})
+        return progress
+
+    def _load(self, spec: dict, progress):
+        """The model for this spec (core.weights.load_model's arguments), loaded once and kept."""
+        if self.model is not None and spec == self.model_spec:
+            return self.model
+        self.model = self.model_spec = None
+        gc.collect()
+        progress("Loading model", 0.0)
+        from .weights import load_model
+        import torch
+
+        try:
+            self.model = load_model(**spec)
+        except torch.OutOfMemoryError:
+            raise ModelError("The GPU does not have enough free memory for the model. Close other programs "
+                             "that use the GPU, or choose the CPU device.") from None
+        self.model_spec = spec
+        _log(f"loaded {spec['source']} on {self.model.device}")
+        progress("Loading model", 1.0)
+        return self.model
+
+    def _run_pipeline(self, model, image, settings: dict, progress):
+        from .pipeline import GenerateSettings, generate
+        import torch
+
+        settings = GenerateSettings(**settings)
+        chunk_size = model.query_chunk_size
+        try:
+            for attempt in range(OOM_RETRIES + 1):
+                try:
+                    return generate(model, image, settings, progress=progress)
+                except (ModelError, torch.OutOfMemoryError) as error:  # the pipeline reports it as a ModelError
+                    if not any(isinstance(cause, torch.OutOfMemoryError) for cause in (error, error.__context__)):
+                        raise
+                    if attempt == OOM_RETRIES:
+                        raise ModelError(f"Out of memory on {model.device}, even with smaller batches. Lower the "
+                                         "resolution, close other programs using the GPU, or use the CPU.") from None
+                # Outside the except block, so the failed attempt's tensors are already released.
+                gc.collect()
+                torch.cuda.empty_cache()
+                model.query_chunk_size = max(1024, model.query_chunk_size // 4)
+                _log(f"out of memory on {model.device}; retrying with query chunks of {model.query_chunk_size}")
+        except MemoryError:
+            raise ModelError("The computer ran out of memory. Try a lower mesh resolution or close other "
+                             "programs.") from None
+        finally:
+            model.query_chunk_size = chunk_size
+
+
+def _error_reply(job: int, error: ImageToMeshError) -> tuple[dict, dict]:
+    return {"type": "error", "job": job, "error": type(error).__name__, "message": str(error)}, {}
+
+
+def _release_free_memory():
+    """Give the job's freed memory back to the system, so an idle worker holds only the model (glibc keeps freed
+    blocks of its per-thread arenas otherwise)."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl)
+            pass
+
+
+def _log(text: str):
+    print(f"{LOG_PREFIX}{os.getpid()}] {text}", file=sys.stderr, flush=True)
+
+
+def main():
+    """Entry point of `python -m core.worker_process`: keep the protocol on the original stdin/stdout, send every stray
+    print to stderr (the log), and read nothing else from stdin."""
+    sys.stdout.flush()
+    messages_out = os.fdopen(os.dup(1), "wb")
+    requests_in = os.fdopen(os.dup(0), "rb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    with open(os.devnull, "rb") as devnull:
+        os.dup2(devnull.fileno(), 0)
+    _log(f"started with Python {sys.version.split()[0]} at {sys.executable}")
+    server = _Server(requests_in, messages_out)  # reads requests from now on, so the parent never waits to send
+    try:  # import torch now, before a job waits for it, so that loading a model later is quick and cancellable
+        from . import pipeline, weights  # noqa: F401
+    except ImportError:
+        pass  # the first job reports it with a clear message
+    server.serve()
+    _log("stopping: the parent closed the connection")
+
+
+if __name__ == "__main__":
+    main()
