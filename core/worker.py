@@ -40,7 +40,8 @@ Client API (the Blender operator's; the client never imports torch):
     client.busy, client.alive, client.pid (None when no process), client.log_tail(lines=20) -> str
 
 A crashed, killed or hung worker ends the running job with a WorkerError that says so; the next job starts a
-fresh process. The client is meant for one thread (Blender's main thread).
+fresh process. A worker that died while idle is replaced without an error, also when the job was sent in the
+instant before its death was visible (the worker acknowledges each job; an unacknowledged one is resent once). The client is meant for one thread (Blender's main thread).
 """
 
 import atexit
@@ -203,6 +204,7 @@ class WorkerClient:
         self._stage: str | None = None
         self._last_heard = 0.0
         self._cancel_deadline: float | None = None
+        self._unaccepted = None  # the job's message, until the worker says it took it (resent once if not)
         _clients.add(self)
 
     @property
@@ -241,10 +243,14 @@ class WorkerClient:
             raise WorkerError("A job is already running: wait for it to finish or cancel it first.")
         header, arrays = _image_message(image)
         header.update(type="generate", job=self._job + 1, model=model.to_message(), settings=_settings_dict(settings))
+        reusing = self.alive
         self.start()
         self._child.send(header, arrays)
         self._job += 1
         self._busy, self._stage, self._cancel_deadline = True, None, None
+        # An idle worker killed an instant ago can still look alive: if it ends without taking the job, the job
+        # goes to a fresh process once (a worker this submit started itself gets no second try).
+        self._unaccepted = (header, arrays) if reusing else None
         self._last_heard = time.monotonic()
 
     def poll(self) -> list:
@@ -275,7 +281,7 @@ class WorkerClient:
         self._child.send({"type": "cancel", "job": self._job})
 
     def close(self):
-        self._busy = False
+        self._busy, self._unaccepted = False, None
         if self._child is not None:
             self._discard()
 
@@ -321,6 +327,9 @@ class WorkerClient:
             if not self._busy or header.get("job") != self._job:
                 return None
             self._last_heard = arrival
+            if header["type"] == "accepted":
+                self._unaccepted = None
+                return None
             if header["type"] == "progress":
                 self._stage = header["stage"]
                 return None if self._cancel_deadline is not None else Progress(header["stage"], header["fraction"])
@@ -331,6 +340,18 @@ class WorkerClient:
                 return Result(Mesh(**arrays))
             return Failure(_ERROR_TYPES.get(header.get("error"), WorkerError)(header.get("message", "")))
         was_busy, cancelled = self._busy, self._cancel_deadline is not None
+        unaccepted, self._unaccepted = self._unaccepted, None
+        if was_busy and unaccepted is not None and not cancelled:
+            self._discard(kill=True)
+            log.info("the idle worker had ended before it took the job; sending the job to a new one")
+            try:
+                self.start()
+            except WorkerError as error:
+                self._busy = False
+                return Failure(error)
+            self._child.send(*unaccepted)
+            self._last_heard = time.monotonic()
+            return None
         self._busy = False
         if item[0] == "broken":
             self._discard(kill=True)

@@ -39,6 +39,8 @@ class _Server:
 
     def serve(self):
         while (request := self.requests.get()) is not None:
+            # Tells the client this process took the job: one that dies before saying so never saw it.
+            write_message(self.output, {"type": "accepted", "job": request[0]["job"]})
             self._generate(*request)
 
     def _read_requests(self, stream):

@@ -247,6 +247,15 @@ def test_worker_killed_while_idle_is_replaced_silently(own_client, spec, image):
     assert own_client.pid != pid and process_gone(pid)
 
 
+@pytest.mark.parametrize("round_", range(3))  # a race: several tries make a missed one unlikely
+def test_job_sent_the_instant_after_an_idle_worker_was_killed_works(own_client, spec, image, round_):
+    own_client.run(image, SMALL, spec)
+    pid = own_client.pid
+    os.kill(pid, signal.SIGKILL)  # no wait: the client may still see the process alive when it sends the job
+    assert len(own_client.run(image, SMALL, spec).vertices) == 11627
+    assert own_client.pid != pid and process_gone(pid)
+
+
 def test_hung_worker_is_ended_after_the_timeout(spec, image):
     client = WorkerClient()
     try:
