@@ -1,11 +1,13 @@
 """Read a picture for the model: pixels of a bpy.types.Image as display sRGB, or a file on disk."""
 
+import math
 from pathlib import Path
 
 import bpy
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.preprocess import MAX_SIDE
 
 
 def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
@@ -14,19 +16,58 @@ def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
 
 
 def image_pixels(image: bpy.types.Image) -> np.ndarray:
-    """(H, W, 4) float32 RGBA, top row first, straight alpha, colours in display sRGB."""
+    """(H, W, 4) float32 RGBA, top row first, straight alpha, colours in display sRGB; longest side at most
+    MAX_SIDE (the model works at 512 px), so a huge image never becomes a huge float array here or in the worker."""
     value_count = len(image.pixels)  # loads the image's buffer if needed
     width, height = image.size
-    channels = image.channels
-    pixel_count = width * height
-    if value_count == 0 or pixel_count == 0 or value_count != pixel_count * channels:
+    if value_count == 0 or width * height == 0 or value_count != width * height * image.channels:
         raise InputError(
             f"The image '{image.name}' has no pixels (its file may be missing: '{image.filepath}'). "
             "Open the image again or choose another one."
         )
-    buffer = np.empty(pixel_count * channels, dtype=np.float32)
+    if max(width, height) > MAX_SIDE and not image.is_dirty:
+        return _scaled_copy_pixels(image)
+    pixels = _buffer(image)
+    factor = math.ceil(max(width, height) / MAX_SIDE)
+    if factor > 1:  # unsaved edits live only in this buffer: read it once, shrink it at once
+        pixels = _box_shrink(pixels, factor)
+    return _display_rgba(pixels, image)
+
+
+def _scaled_copy_pixels(image: bpy.types.Image) -> np.ndarray:
+    """Scale a temporary copy inside Blender (a copy reloads the file, packed data or generator, at the buffer's
+    own bytes per pixel) and read that; the user's image is not touched and the copy is removed."""
+    width, height = image.size
+    scale = MAX_SIDE / max(width, height)
+    copy = image.copy()
+    try:
+        copy.scale(max(1, round(width * scale)), max(1, round(height * scale)))
+        return _display_rgba(_buffer(copy), copy)
+    finally:
+        bpy.data.images.remove(copy)
+
+
+def _buffer(image: bpy.types.Image) -> np.ndarray:
+    """The raw float buffer as (H, W, channels), top row first (Blender stores the bottom row first)."""
+    width, height = image.size
+    buffer = np.empty(width * height * image.channels, dtype=np.float32)
     image.pixels.foreach_get(buffer)
-    pixels = buffer.reshape(height, width, channels)[::-1]  # Blender stores the bottom row first.
+    return buffer.reshape(height, width, image.channels)[::-1]
+
+
+def _box_shrink(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """Average factor×factor blocks, a band of rows at a time so that no full-size temporary is made."""
+    height, width, channels = pixels.shape[0] // factor, pixels.shape[1] // factor, pixels.shape[2]
+    out = np.empty((height, width, channels), dtype=np.float32)
+    rows = max(1, (1 << 20) // (factor * factor * width))
+    for row in range(0, height, rows):
+        band = pixels[row * factor:(row + rows) * factor, :width * factor]
+        out[row:row + rows] = band.reshape(-1, factor, width, factor, channels).mean(axis=(1, 3))
+    return out
+
+
+def _display_rgba(pixels: np.ndarray, image: bpy.types.Image) -> np.ndarray:
+    height, width, channels = pixels.shape
     rgba = np.ones((height, width, 4), dtype=np.float32)
     if channels >= 3:
         rgba[..., :3] = pixels[..., :3]
