@@ -132,19 +132,21 @@ def _hub_file(repo_id: str, filename: str, revision: str, cache_dir, allow_downl
 
 
 def _hf_download(repo_id, filename, revision, cache_dir, allow_download) -> Path:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub import errors as hub_errors
 
+    # The cache first, read without the hub client's HTTP layer: hf_hub_download contacts the hub even for a
+    # cached file (to resolve the revision, and to fetch its user-agent registry even with local_files_only).
     try:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                filename,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=not allow_download,
-            )
-        )
+        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"Could not read the cached {filename} of {repo_id}: {error}") from None
+    if isinstance(cached, str) and os.path.isfile(cached):
+        return Path(cached)
+    if not allow_download:
+        raise ModelError(_offline_message(repo_id, allow_download, f"{filename} is not cached"))
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
     except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as error:
         raise ModelError(_offline_message(repo_id, allow_download, error)) from None
     except hub_errors.RepositoryNotFoundError:
@@ -157,6 +159,9 @@ def _hf_download(repo_id, filename, revision, cache_dir, allow_download) -> Path
         raise ModelError(f"Downloading {filename} from {repo_id} failed: {error}") from None
     except (OSError, ValueError) as error:
         raise ModelError(f"Could not get {filename} of {repo_id}: {error}") from None
+    except Exception as error:  # the hub client's HTTP library raises its own types (a dropped connection, ...)
+        raise ModelError(f"Downloading {filename} from {repo_id} failed ({type(error).__name__}: {error}). Check "
+                         "the network connection and try again, or use a local model folder.") from None
 
 
 def _offline_message(repo_id, allow_download, error) -> str:
