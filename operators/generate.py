@@ -72,6 +72,8 @@ class GenerateJob:
             self.client.cancel()
         for event in self.client.poll():
             self._handle(event)
+        if not self.done and not self.client.busy:  # the worker was closed under the job (exit, disable)
+            self.error = Cancelled("Cancelled: the worker was closed.")
         if self.done:
             self._release()
         return self.done
@@ -150,6 +152,11 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
     return GenerateRequest(source, name, options, model, at_cursor)
 
 
+def has_scene_image(context) -> bool:
+    settings = scene_settings(context)
+    return settings.image is not None or bool(settings.filepath.strip())
+
+
 def _file_source(filepath: str):
     path = checked_file(filepath)
     if path.suffix.lower() in BLENDER_ONLY_SUFFIXES:
@@ -208,6 +215,12 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
             return False
         if context.scene is None:
             cls.poll_message_set("No scene to add the mesh to")
+            return False
+        # Only the 3D viewport's own UI (the panel's button, F3 search there) is refused without an image: poll
+        # cannot see a script's image= / filepath= arguments, and scripts run from other areas or none.
+        area = context.area
+        if area is not None and area.type == "VIEW_3D" and not has_scene_image(context):
+            cls.poll_message_set("Choose or open an image in the Image to Mesh panel first")
             return False
         return True
 
