@@ -37,8 +37,7 @@ class VIEW3D_PT_image_to_mesh(bpy.types.Panel):
         has_source = settings.image is not None or bool(settings.filepath.strip())
         row = layout.row()
         row.scale_y = 1.6
-        row.enabled = has_source
-        row.operator("image_to_mesh.generate", text="Generate 3D", icon="MESH_MONKEY")
+        row.operator("image_to_mesh.generate", text="Generate 3D", icon="MESH_MONKEY")  # its poll greys it
         if not has_source:
             layout.label(text="Choose or open an image above.", icon="INFO")
         if status.error:
