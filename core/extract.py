@@ -13,6 +13,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
+from scipy.ndimage import maximum_filter
 from skimage.measure import marching_cubes
 
 from .errors import InputError, ModelError
@@ -30,16 +31,19 @@ class CoarseToFine:
     """Where the coarse-to-fine grid evaluates the field at full resolution.
 
     The field is first sampled every `stride` grid points. A coarse cell (a block of stride³ grid cells) is
-    evaluated in full when its corners straddle the threshold, or when one corner's log-density lies within
-    `margin` of log(threshold) (TripoSR's density is exp(raw − 1), so the margin is in the MLP's raw units).
-    Then every block whose exactly evaluated boundary points show the surface entering it is evaluated too,
-    until no block is pulled in: each surface piece that touches an evaluated block is traced completely.
-    What remains unseen is a separate piece smaller than a coarse cell that no coarse sample comes within
-    `margin` of.
+    evaluated in full when its corners straddle the threshold, or when a corner's log-density comes close to
+    log(threshold): within `slope_factor` times the local slope (the largest log-density step between
+    neighbouring coarse samples around the block), and never more than `margin` (TripoSR's density is
+    exp(raw − 1), so these are the MLP's raw units). The slope term keeps flat fields from refining everywhere;
+    in steep ones the margin decides. Then every block whose exactly evaluated boundary points show the surface
+    entering it is evaluated too, until no block is pulled in: each surface piece that touches an evaluated
+    block is traced completely. What remains unseen is a separate piece smaller than a coarse cell that no
+    coarse sample comes that close to.
     """
 
     stride: int = 4
-    margin: float = 1.0
+    margin: float = 0.5
+    slope_factor: float = 1.0
 
 
 @dataclass
@@ -140,8 +144,9 @@ class _GridSampler:
 def _coarse_to_fine_grid(density_fn, resolution, radius, threshold, config: CoarseToFine, progress, stats):
     """A full-size grid whose values are exact in every block that may hold surface; returns it and the
     marching-cubes cell mask of those blocks (skimage's mask[i+1, j+1, k+1] selects cell (i, j, k))."""
-    if not (isinstance(config.stride, int) and 1 <= config.stride <= 64 and config.margin >= 0):
-        raise InputError(f"Coarse-to-fine needs a stride from 1 to 64 and a margin ≥ 0, got {config}.")
+    if not (isinstance(config.stride, int) and 1 <= config.stride <= 64 and config.margin >= 0
+            and config.slope_factor >= 0):
+        raise InputError(f"Coarse-to-fine needs a stride from 1 to 64, a margin ≥ 0 and a slope factor ≥ 0, got {config}.")
     res, stride = resolution, config.stride
     coarse = np.unique(np.r_[np.arange(0, res, stride), res - 1])  # last block may be shorter
     blocks = len(coarse) - 1
@@ -154,15 +159,16 @@ def _coarse_to_fine_grid(density_fn, resolution, radius, threshold, config: Coar
     progress(0.05)
     corner_values = grid[np.ix_(coarse, coarse, coarse)]
     above = corner_values > threshold
-    log_gap = np.abs(np.log(np.maximum(corner_values, np.finfo(np.float32).tiny)) - math.log(threshold))
-    near = log_gap <= config.margin
+    log_values = np.log(np.maximum(corner_values, np.finfo(np.float32).tiny))
     corners = list(itertools.product((0, 1), repeat=3))
 
     def over_corners(reduce, values):
         return reduce([values[x:x + blocks, y:y + blocks, z:z + blocks] for x, y, z in corners])
 
     all_above = over_corners(np.logical_and.reduce, above)
-    refined = (over_corners(np.logical_or.reduce, above) & ~all_above) | over_corners(np.logical_or.reduce, near)
+    log_gap = over_corners(np.minimum.reduce, np.abs(log_values - math.log(threshold)))
+    near = log_gap <= np.minimum(config.margin, config.slope_factor * _local_slope(log_values))
+    refined = (over_corners(np.logical_or.reduce, above) & ~all_above) | near
     if not refined.any():
         raise _no_surface(corner_values, threshold)
 
@@ -204,6 +210,21 @@ def _coarse_to_fine_grid(density_fn, resolution, radius, threshold, config: Coar
     stats.refined_blocks = int(refined.sum())
     cells = _fill_and_mask(grid, stride, corner_values, refined)
     return grid, cells
+
+
+def _local_slope(log_values: np.ndarray) -> np.ndarray:
+    """Per coarse block: the largest |Δ log-density| along a coarse edge of the block or of its 26 neighbours."""
+    blocks = len(log_values) - 1
+    slope = np.zeros((blocks,) * 3, np.float32)
+    for axis in range(3):
+        step = np.abs(np.diff(log_values, axis=axis))  # one axis has `blocks` entries, the others blocks + 1
+        for offsets in itertools.product((0, 1), repeat=2):
+            index = [slice(None)] * 3
+            others = [a for a in range(3) if a != axis]
+            for other, offset in zip(others, offsets):
+                index[other] = slice(offset, offset + blocks)
+            np.maximum(slope, step[tuple(index)], out=slope)
+    return maximum_filter(slope, size=3, mode="nearest")
 
 
 def _unique_unevaluated(flat: np.ndarray, index: np.ndarray) -> np.ndarray:
