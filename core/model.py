@@ -110,7 +110,7 @@ class TripoSR(nn.Module):
         self.upsampler = nn.ConvTranspose2d(config.upsampler.in_channels, config.upsampler.out_channels, 2, stride=2)
         self.decoder = NeRFDecoder(config.decoder)
         # Points per decoder batch: bounds query memory (about 1.5 kB per point at the official size).
-        self.query_chunk_size = 65536
+        self.query_chunk_size = 16384
         # Autocast dtype for encode: "auto" = float16 on CUDA, float32 elsewhere; or a PRECISIONS key.
         self.encode_precision = "auto"
 
