@@ -4,14 +4,14 @@
 
 Without --model it builds a full-size TripoSR (official dimensions, random weights from a fixed seed) and saves it
 as an official-format checkpoint, so loading is measured too. Each path runs in its own process, so the peak
-memory printed is that path's alone. Two fields are extracted: the image's own field (random weights: noise, the
-density bias shifted so a surface exists) and a smooth synthetic field (smooth triplanes, density bias shifted so a
-large surface exists), and the fast meshes are compared with the dense ones.
+memory printed is that path's alone. Two fields are extracted: the image's own field (random weights: noise) and a
+smooth synthetic field (smooth triplanes); random weights give a nearly constant density, so each field's raw
+density is scaled and shifted (the decoder's last layer) to a trained model's dynamic range with a surface inside.
+The fast meshes are compared with the dense ones.
 """
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,7 +28,8 @@ from core.extract import ExtractionStats, extract_mesh  # noqa: E402
 from core.preprocess import prepare_image  # noqa: E402
 from core.weights import load_model, official_state_dict  # noqa: E402
 
-INSIDE_FRACTION = 0.15  # of the grid above the threshold once the density bias is shifted
+INSIDE_FRACTION = 0.15  # of the grid above the threshold in a calibrated field
+LOG_DENSITY_STD = 3.0
 OFFICIAL_CONFIG = """\
 cond_image_size: 512
 image_tokenizer_cls: tsr.models.tokenizers.image.DINOSingleImageTokenizer
@@ -74,6 +75,8 @@ def save_random_model(folder: Path) -> dict:
 
     torch.manual_seed(0)
     model = TripoSR(ModelConfig())
+    for layer in model.decoder.layers:  # the default init makes a 9-layer MLP all but constant
+        torch.nn.init.normal_(layer.weight, std=1.5 * (2.0 / layer.in_features) ** 0.5)
     (folder / "config.yaml").write_text(OFFICIAL_CONFIG)
     started = time.perf_counter()
     torch.save(official_state_dict(model), folder / "model.ckpt")
@@ -87,14 +90,35 @@ def smooth_scene_code(like: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.interpolate(coarse, like.shape[-2:], mode="bicubic", align_corners=True)
 
 
-def density_bias_for(model, scene_code) -> float:
-    """The density bias that puts INSIDE_FRACTION of a 64³ grid above the threshold (random weights only)."""
+def calibration_for(model, scene_code) -> list:
+    """(scale, shift) for the raw density that gives the field a trained model's dynamic range (log-density std
+    LOG_DENSITY_STD over the volume; random weights give a nearly constant field) with INSIDE_FRACTION of a 64³
+    grid above the threshold."""
     from core.extract import density_grid
 
-    bias = model.config.renderer.density_bias
     grid = density_grid(lambda p: model.query(scene_code, p)[0], 64, model.config.renderer.radius)
-    raw = np.log(grid) - bias
-    return float(np.log(25.0) - np.quantile(raw, 1.0 - INSIDE_FRACTION))
+    raw = np.log(grid.astype(np.float64)) - model.config.renderer.density_bias
+    scale = LOG_DENSITY_STD / raw.std()
+    level = np.log(25.0) - model.config.renderer.density_bias
+    return [float(scale), float(level - scale * np.quantile(raw, 1.0 - INSIDE_FRACTION))]
+
+
+def calibrated(model, calibration):
+    """The decoder's density output raw → scale·raw + shift, on a copy of its last layer's weights."""
+    last = model.decoder.layers[-1]
+    weight, bias = last.weight.clone(), last.bias.clone()
+    scale, shift = calibration
+    last.weight[0] *= scale
+    last.bias[0] = scale * last.bias[0] + shift
+    return weight, bias
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would include the parent's peak from before exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def timed(fn):
@@ -118,24 +142,36 @@ def run_path(args) -> dict:
         tokens, report["backbone_s"] = timed(lambda: model.backbone_tokens(tokens))
         codes, report["upsample_s"] = timed(lambda: model.scene_codes(tokens).float())
     fields = {"image": codes[0], "smooth": smooth_scene_code(codes[0])}
-    biases = json.loads(args.biases) if args.biases else {}
-    for name, code in fields.items():
-        if name == "smooth" or args.shift_bias:  # the smooth field is synthetic: always place its surface
-            if name not in biases:
-                biases[name] = density_bias_for(model, code)
-            model.config.renderer.density_bias = biases[name]
-        for resolution in [args.resolution] + ([args.hires] if args.hires and coarse_to_fine else []):
-            stats = ExtractionStats()
-            mesh, seconds = timed(lambda: extract_mesh(
-                lambda p: model.query(code, p)[0], lambda p: model.query(code, p)[1], resolution=resolution,
-                radius=model.config.renderer.radius, coarse_to_fine=coarse_to_fine, stats=stats))
-            key = f"{name}_{resolution}"
-            report[key] = {"extract_s": seconds, "grid_s": stats.grid_seconds, "mc_s": stats.marching_cubes_seconds,
-                           "color_s": stats.color_seconds, "evaluations": stats.density_evaluations + stats.color_evaluations,
-                           "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
-            np.savez(out / f"{args.path}_{key}.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.colors)
-    report["biases"] = biases
-    report["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    calibrations = json.loads(args.calibrations) if args.calibrations else {}
+    last = model.decoder.layers[-1]
+
+    def extract(name, resolution):
+        code = fields[name]
+        original = None
+        if name == "smooth" or args.calibrate:  # the smooth field is synthetic: always calibrate it
+            if name not in calibrations:
+                calibrations[name] = calibration_for(model, code)
+            original = calibrated(model, calibrations[name])
+        stats = ExtractionStats()
+        mesh, seconds = timed(lambda: extract_mesh(
+            lambda p: model.query(code, p)[0], lambda p: model.query(code, p)[1], resolution=resolution,
+            radius=model.config.renderer.radius, coarse_to_fine=coarse_to_fine, stats=stats))
+        key = f"{name}_{resolution}"
+        report[key] = {"extract_s": seconds, "grid_s": stats.grid_seconds, "mc_s": stats.marching_cubes_seconds,
+                       "color_s": stats.color_seconds, "evaluations": stats.density_evaluations + stats.color_evaluations,
+                       "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
+        np.savez(out / f"{args.path}_{key}.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.colors)
+        if original is not None:
+            last.weight.copy_(original[0])
+            last.bias.copy_(original[1])
+
+    for name in fields:
+        extract(name, args.resolution)
+    report["peak_mb"] = peak_rss_mb()
+    if args.hires and coarse_to_fine:
+        extract("smooth", args.hires)  # the noise field at 512 would be ~40M faces
+        report["peak_hires_mb"] = peak_rss_mb()
+    report["calibrations"] = calibrations
     (out / f"{args.path}.json").write_text(json.dumps(report))
     return report
 
@@ -174,13 +210,16 @@ def print_table(dense: dict, fast: dict, resolution: int, hires: int, out: Path,
         row("  mesh extraction total", d["extract_s"], f["extract_s"])
         print(f"{'  MLP evaluations':42} {d['evaluations']:>20,} {f['evaluations']:>10,} "
               f"{d['evaluations'] / f['evaluations']:6.1f}x")
-    total = {p: r["prepare_s"] + encode[p] + r[f"image_{resolution}"]["extract_s"] for p, r in (("dense", dense), ("fast", fast))}
-    row(f"image → mesh total ({resolution}³, load excluded)", total["dense"], total["fast"])
-    row("peak memory (whole process)", dense["peak_mb"], fast["peak_mb"], "MB")
+    for field in ("image", "smooth"):
+        total = {p: r["prepare_s"] + encode[p] + r[f"{field}_{resolution}"]["extract_s"]
+                 for p, r in (("dense", dense), ("fast", fast))}
+        row(f"image → mesh, {field} field ({resolution}³, no load)", total["dense"], total["fast"])
+    row(f"peak memory (whole process, up to {resolution}³)", dense["peak_mb"], fast["peak_mb"], "MB")
     if hires:
         h = fast[f"smooth_{hires}"]
         print(f"fast path at {hires}³, smooth field: extraction {h['extract_s']:.2f} s, {h['evaluations']:,} MLP "
-              f"evaluations ({h['evaluations'] / hires**3:.1%} of the grid), {h['faces']:,} faces")
+              f"evaluations ({h['evaluations'] / hires**3:.1%} of the grid), {h['faces']:,} faces, "
+              f"peak memory {fast['peak_hires_mb']:.0f} MB")
     for key, value in setup.items():
         print(f"{key}: {value}")
 
@@ -193,8 +232,8 @@ def main():
     parser.add_argument("--hires", type=int, default=512, help="also run the fast path at this resolution (0: no)")
     parser.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--biases", help=argparse.SUPPRESS)
-    parser.add_argument("--shift-bias", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--calibrations", help=argparse.SUPPRESS)
+    parser.add_argument("--calibrate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.path:
         run_path(args)
@@ -210,18 +249,18 @@ def main():
             saved = save_random_model(model)
             setup["model"] = f"full-size random weights (seed 0), checkpoint {saved['ckpt_mb']:.0f} MB"
         reports = {}
-        biases = None
+        calibrations = None
         for path in ("dense", "fast"):
             command = [sys.executable, __file__, "--path", path, "--out", tmp, "--model", str(model),
                        "--image", args.image, "--resolution", str(args.resolution), "--hires", str(args.hires)]
             if args.model is None:
-                command.append("--shift-bias")
-            if biases:
-                command += ["--biases", json.dumps(biases)]
+                command.append("--calibrate")
+            if calibrations:
+                command += ["--calibrations", json.dumps(calibrations)]
             print(f"running the {path} path …", file=sys.stderr, flush=True)
             subprocess.run(command, check=True)
             reports[path] = json.loads((out / f"{path}.json").read_text())
-            biases = reports[path]["biases"]
+            calibrations = reports[path]["calibrations"]
         print_table(reports["dense"], reports["fast"], args.resolution, args.hires, out, setup)
 
 
