@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -140,20 +143,23 @@ def test_missing_file_and_unwritable_folder(tmp_path):
         tetrahedron().save(tmp_path / "no" / "such" / "folder" / "t.ply")
 
 
-def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
-    path = tmp_path / "mesh.ply"
-    tetrahedron().save(path)
-    before = path.read_bytes()
+def test_failed_save_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "mesh.ply"  # a folder in the way: the final rename fails for real
+    target.mkdir()
+    (target / "keep.txt").write_text("untouched")
+    with pytest.raises(InputError, match="Cannot write"):
+        random_mesh().save(target)
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left beside it
+    assert (target / "keep.txt").read_text() == "untouched"
 
-    def fail(*args):
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(Mesh, "_ply_bytes", lambda self: b"partial")
-    monkeypatch.setattr("core.mesh.os.replace", fail)
-    with pytest.raises(KeyboardInterrupt):
-        random_mesh().save(path)
-    assert path.read_bytes() == before
-    assert list(tmp_path.iterdir()) == [path]
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = tetrahedron().save(tmp_path / "mesh.obj")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_large_mesh_saves(tmp_path):
