@@ -36,6 +36,7 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.nd
 
     mesh.update()
     mesh.validate()
+    mesh.shade_smooth()  # marching-cubes facets are sampling artefacts, not the shape
     return mesh
 
 

@@ -43,6 +43,9 @@ def assert_matches_core(obj, core_mesh, *, atol=1e-5):
     np.testing.assert_array_equal(faces, core_mesh.faces)
     np.testing.assert_allclose(colors[:, :3], core_mesh.colors, atol=2e-4)  # Blender stores linear floats
     np.testing.assert_array_equal(colors[:, 3], 1.0)
+    smooth = np.zeros(len(obj.data.polygons), bool)
+    obj.data.polygons.foreach_get("use_smooth", smooth)
+    assert smooth.all()  # smooth shading, as marching-cubes meshes are meant to be seen
 
 
 def test_generate_from_file_adds_cores_mesh(core_mesh):
