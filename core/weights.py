@@ -174,7 +174,7 @@ def _offline_message(repo_id, allow_download, error) -> str:
         f"The model {repo_id} is not in the local cache and {why}. Either allow online access so it can be "
         f"downloaded once (about 1.7 GB), or download {CONFIG_NAME} and {CHECKPOINT_NAME} from "
         f"https://huggingface.co/{repo_id} on another machine, put both in one folder, and point to that folder: "
-        f"the add-on's 'Model folder' preference, the {MODEL_ENV_VAR} environment variable, or "
+        f"the add-on's 'Model' preference, the {MODEL_ENV_VAR} environment variable, or "
         f"`python -m core --model PATH` on the command line."
     )
 
