@@ -92,12 +92,15 @@ def smooth_scene_code(like: torch.Tensor) -> torch.Tensor:
 
 def calibration_for(model, scene_code) -> list:
     """(scale, shift) for the raw density that gives the field a trained model's dynamic range (log-density std
-    LOG_DENSITY_STD over the volume; random weights give a nearly constant field) with INSIDE_FRACTION of a 64³
-    grid above the threshold."""
-    from core.extract import density_grid
+    LOG_DENSITY_STD over a 64³ grid) with INSIDE_FRACTION of it above the threshold. Read from the decoder's raw
+    output: the density itself may overflow before calibration."""
+    from core.extract import grid_axis
 
-    grid = density_grid(lambda p: model.query(scene_code, p)[0], 64, model.config.renderer.radius)
-    raw = np.log(grid.astype(np.float64)) - model.config.renderer.density_bias
+    axis = grid_axis(64, model.config.renderer.radius)
+    points = torch.cartesian_prod(axis, axis, axis)
+    with torch.inference_mode():
+        raw = torch.cat([model.decoder(model._triplane_features(scene_code, chunk))[:, 0]
+                         for chunk in points.split(model.query_chunk_size)]).double().numpy()
     scale = LOG_DENSITY_STD / raw.std()
     level = np.log(25.0) - model.config.renderer.density_bias
     return [float(scale), float(level - scale * np.quantile(raw, 1.0 - INSIDE_FRACTION))]
