@@ -13,6 +13,7 @@ from .vit import ViT
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MIN_DECODER_ROWS = 256
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -171,7 +172,7 @@ class TripoSR(nn.Module):
         scene_code = scene_code.to(self.device, torch.float32)
         densities, colors = [], []
         for chunk in points.split(self.query_chunk_size):
-            raw = self.decoder(self._triplane_features(scene_code, chunk.to(self.device, torch.float32)))
+            raw = self._decode(scene_code, chunk.to(self.device, torch.float32))
             densities.append(torch.exp(raw[:, 0] + self.config.renderer.density_bias).to(points.device))
             colors.append(torch.sigmoid(raw[:, 1:4]).to(points.device))
         return torch.cat(densities), torch.cat(colors)
@@ -189,6 +190,15 @@ class TripoSR(nn.Module):
             radius=self.config.renderer.radius,
             progress=progress,
         )
+
+    def _decode(self, scene_code: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Decoder output (N, 4). BLAS multiplies a handful of rows with other kernels, whose rounding differs: a
+        short batch is padded so that a point's value never depends on the batch it came in (coarse-to-fine
+        extraction asks for batches of any size and must reproduce the dense grid exactly)."""
+        count = len(points)
+        if count < MIN_DECODER_ROWS:
+            points = torch.cat([points, points.new_zeros(MIN_DECODER_ROWS - count, 3)])
+        return self.decoder(self._triplane_features(scene_code, points))[:count]
 
     def _triplane_features(self, scene_code: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Bilinear samples of the three planes at the points' (x,y), (x,z), (y,z) → (N, 3·C) plane-major."""

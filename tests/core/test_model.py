@@ -120,3 +120,31 @@ def test_unknown_precision_is_a_model_error(model, model_input):
             model.encode(model_input)
     finally:
         model.encode_precision = "auto"
+
+
+def test_a_points_value_does_not_depend_on_its_batch():
+    # Coarse-to-fine extraction queries batches of any size and must reproduce the dense grid bit for bit; BLAS
+    # rounds a few-row product differently unless the model pads short batches.
+    from core.config import BackboneConfig, DecoderConfig, ModelConfig, TriplaneConfig, UpsamplerConfig, ViTConfig
+    from core.model import TripoSR
+
+    torch.manual_seed(0)
+    config = ModelConfig(
+        cond_image_size=32,
+        vit=ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32),
+        triplane=TriplaneConfig(plane_size=4, num_channels=32),
+        backbone=BackboneConfig(in_channels=32, num_attention_heads=2, attention_head_dim=16, num_layers=1,
+                                cross_attention_dim=32),
+        upsampler=UpsamplerConfig(in_channels=32, out_channels=40),
+        decoder=DecoderConfig(),  # the official decoder's widths
+    )
+    model = TripoSR(config).eval()
+    for layer in model.decoder.layers:  # a decoder whose output varies, as a trained one does
+        torch.nn.init.normal_(layer.weight, std=1.5 * (2.0 / layer.in_features) ** 0.5)
+    scene_code = torch.randn(3, 40, 8, 8)
+    points = torch.rand(3000, 3) * 1.74 - 0.87
+    density, color = model.query(scene_code, points)
+    for start, count in [(0, 1), (5, 7), (100, 100), (1000, 255), (2000, 1000)]:
+        part_density, part_color = model.query(scene_code, points[start:start + count])
+        assert torch.equal(part_density, density[start:start + count])
+        assert torch.equal(part_color, color[start:start + count])
