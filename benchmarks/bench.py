@@ -182,11 +182,16 @@ def run_path(args) -> dict:
 def compare(out: Path, key: str, resolution: int) -> str:
     """Fast mesh vs dense mesh: same counts, and the largest vertex distance in grid spacings after sorting."""
     fast, dense = (np.load(out / f"{path}_{key}.npz") for path in ("fast", "dense"))
-    if fast["vertices"].shape != dense["vertices"].shape or fast["faces"].shape != dense["faces"].shape:
-        return "DIFFERENT counts"
-    a, b = (m["vertices"][np.lexsort(m["vertices"].T[::-1])] for m in (fast, dense))
     spacing = 2 * 0.87 / (resolution - 1)
-    return f"same counts, max |Δv| = {np.abs(a - b).max() / spacing:.1e} spacing"
+    if fast["vertices"].shape != dense["vertices"].shape or fast["faces"].shape != dense["faces"].shape:
+        from scipy.spatial import cKDTree
+
+        gap = max(cKDTree(a).query(b)[0].max() for a, b in ((fast["vertices"], dense["vertices"]),
+                                                              (dense["vertices"], fast["vertices"])))
+        return (f"DIFFERENT: {len(fast['vertices']) - len(dense['vertices']):+,} vertices, "
+                f"{len(fast['faces']) - len(dense['faces']):+,} faces, farthest vertex {gap / spacing:.2f} spacing")
+    a, b = (m["vertices"][np.lexsort(m["vertices"].T[::-1])] for m in (fast, dense))
+    return f"identical counts, max |Δv| = {np.abs(a - b).max() / spacing:.1e} spacing"
 
 
 def print_table(dense: dict, fast: dict, resolution: int, hires: int, out: Path, setup: dict):
