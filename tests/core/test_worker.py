@@ -172,7 +172,10 @@ def test_cancel_right_after_submit_is_cooperative(client, spec, image):
     assert len(client.run(image, SMALL, spec).vertices) == 11627
 
 
-@pytest.mark.parametrize("stage", ["Loading model", "Preparing image", "Encoding image", "Extracting mesh"])
+STAGES = ["Loading model", "Preparing image", "Encoding image", "Extracting mesh"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_cancel_at_a_stage(own_client, spec, image, stage):
     own_client.submit(image, SLOW, spec)
     seen = []
@@ -185,7 +188,10 @@ def test_cancel_at_a_stage(own_client, spec, image, stage):
     progress, end = wait_for_end(own_client, on_progress=cancel_at_stage)
     assert stage in seen
     assert isinstance(end, Failure) and isinstance(end.error, Cancelled)
-    assert all(event.stage == stage for event in progress[seen.index(stage):])  # nothing reported after cancel
+    # The worker stops within the stage it was in when the cancel reached it: the one we saw, or, as the tiny
+    # model runs a short stage in milliseconds, the next one (its events were already on the way).
+    allowed = set(STAGES[STAGES.index(stage):STAGES.index(stage) + 2])
+    assert {event.stage for event in progress[seen.index(stage):]} <= allowed
     assert own_client.alive
     assert len(own_client.run(image, SMALL, spec).vertices) == 11627
 
