@@ -1,5 +1,6 @@
 """Paths and helpers shared by the Blender tests (import as tests.blender.support)."""
 
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -20,3 +21,21 @@ def undo_context():
     import bpy
 
     return bpy.context.temp_override(window=bpy.context.window_manager.windows[0])
+
+
+def start_job(ext, **arguments):
+    """A Generate job started through the modal operator's steps (timers never fire in the bpy module)."""
+    import bpy
+
+    arguments = dict(filepath=str(INPUT_PNG), resolution=32) | arguments
+    job = ext.generate.GenerateJob(ext.generate.build_request(bpy.context, **arguments), python=None)
+    job.start()
+    return job
+
+
+def poll_until(job, condition, timeout=120.0, pause=0.02):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        job.poll()
+        time.sleep(pause)
+    assert condition(), f"timed out at stage {job.stage!r}"

@@ -4,28 +4,11 @@ each ends in a clear message with the file exactly as it was."""
 import time
 
 import bpy
-import numpy as np
 import pytest
 
-from tests.blender.support import INPUT_PNG, data_names
+from tests.blender.support import INPUT_PNG, data_names, poll_until, start_job
 
 RESOLUTION = 32
-
-
-def start_job(ext, **arguments):
-    arguments = dict(filepath=str(INPUT_PNG), resolution=RESOLUTION) | arguments
-    request = ext.generate.build_request(bpy.context, **arguments)
-    job = ext.generate.GenerateJob(request, python=None)
-    job.start()
-    return job
-
-
-def poll_until(job, condition, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        job.poll()
-        time.sleep(0.02)
-    assert condition(), f"timed out at stage {job.stage!r}"
 
 
 def test_modal_steps_start_poll_with_progress_finish(ext):

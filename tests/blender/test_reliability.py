@@ -8,47 +8,16 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from pathlib import Path
 
 import addon_utils
 import bpy
 import numpy as np
 import pytest
 
-from tests.blender.support import INPUT_PNG, REPO_ROOT, data_names, undo_context
+from tests.blender.support import INPUT_PNG, REPO_ROOT, data_names, poll_until, start_job, undo_context
+from tests.procfs import process_gone, rss_mb
 
 RESOLUTION = 32
-
-
-def start_job(ext, **arguments):
-    arguments = dict(filepath=str(INPUT_PNG), resolution=RESOLUTION) | arguments
-    job = ext.generate.GenerateJob(ext.generate.build_request(bpy.context, **arguments), python=None)
-    job.start()
-    return job
-
-
-def poll_until(job, condition, timeout=120.0, pause=0.0):
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        job.poll()
-        time.sleep(pause)
-    assert condition(), f"timed out at stage {job.stage!r}"
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "State:\tZ" in status and f"PPid:\t{os.getpid()}\n" not in status
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def _raise(error):
@@ -62,7 +31,7 @@ def test_cancel_at_each_stage_adds_nothing_and_the_next_generate_works(ext, stag
     ext.worker_session.close()  # a fresh worker, so that "Loading model" happens
     before = data_names()
     job = start_job(ext, resolution=256)  # extraction at 256 is slow enough for the cancel to land in this job
-    poll_until(job, lambda: job.stage == stage or job.done)  # no pause: every stage's first message is seen
+    poll_until(job, lambda: job.stage == stage or job.done, pause=0.0)  # no pause: every stage's first message is seen
     assert not job.done, f"the job ended before {stage!r} was seen"
     job.request_cancel()  # Esc / the Cancel button
     poll_until(job, lambda: job.done, pause=0.01)

@@ -16,6 +16,7 @@ from core.errors import Cancelled, InputError, ModelError, WorkerError
 from core.pipeline import GenerateSettings, generate
 from core.weights import load_model
 from core.worker import Failure, ModelSpec, Progress, Result, Timeouts, WorkerClient
+from tests.procfs import process_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = GenerateSettings(resolution=32)
@@ -69,15 +70,6 @@ def wait_for_end(client, timeout=120.0, on_progress=None):
                 return progress, event
         time.sleep(0.02)
     raise AssertionError(f"the job did not end within {timeout} s")
-
-
-def process_gone(pid: int) -> bool:
-    """True once the pid is reaped (or a zombie of a parent that is not us, i.e. not our leak)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "State:\tZ" in status and f"PPid:\t{os.getpid()}\n" not in status
 
 
 def wait_until(condition, timeout=15.0):

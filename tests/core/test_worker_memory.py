@@ -9,18 +9,12 @@ from PIL import Image
 
 from core.pipeline import GenerateSettings
 from core.worker import ModelSpec, WorkerClient
+from tests.procfs import rss_mb
 
 RUNS = 20
 # A 64³ mesh of the tiny model is ~50k vertices (~1.8 MB of arrays): keeping each run's mesh or image anywhere
 # would add > 30 MB over the runs, far above this bound; allocator noise is ~2 MB.
 GROWTH_BOUND_MB = 12.0
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS line")
 
 
 def test_twenty_generates_keep_memory_flat(tiny_model_dir):

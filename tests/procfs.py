@@ -1,0 +1,20 @@
+"""What /proc says about a process, for the tests of the worker's lifetime and memory (Linux)."""
+
+import os
+from pathlib import Path
+
+
+def process_gone(pid: int) -> bool:
+    """True once the pid is reaped (or a zombie of a parent that is not us, i.e. not our leak)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status and f"PPid:\t{os.getpid()}\n" not in status
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS line")
