@@ -7,10 +7,8 @@ tests can drive them directly: timers never fire in the bpy module.
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import bpy
-import numpy as np
 from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 
 from .. import worker_session
