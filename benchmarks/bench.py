@@ -156,9 +156,12 @@ def run_path(args) -> dict:
                 calibrations[name] = calibration_for(model, code)
             original = calibrated(model, calibrations[name])
         stats = ExtractionStats()
-        mesh, seconds = timed(lambda: extract_mesh(
-            lambda p: model.query(code, p)[0], lambda p: model.query(code, p)[1], resolution=resolution,
-            radius=model.config.renderer.radius, coarse_to_fine=coarse_to_fine, stats=stats))
+        if coarse_to_fine:  # the engine: coarse-to-fine, grid points through TripoSR.grid_density
+            mesh, seconds = timed(lambda: model.extract_mesh(code, resolution, stats=stats))
+        else:  # the reference's way: every grid point through query()
+            mesh, seconds = timed(lambda: extract_mesh(
+                lambda p: model.query(code, p)[0], lambda p: model.query(code, p)[1], resolution=resolution,
+                radius=model.config.renderer.radius, coarse_to_fine=False, stats=stats))
         key = f"{name}_{resolution}"
         report[key] = {"extract_s": seconds, "grid_s": stats.grid_seconds, "mc_s": stats.marching_cubes_seconds,
                        "color_s": stats.color_seconds, "evaluations": stats.density_evaluations + stats.color_evaluations,

@@ -13,7 +13,6 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
-from scipy.ndimage import maximum_filter
 from skimage.measure import marching_cubes
 
 from .errors import InputError, ModelError
@@ -23,6 +22,7 @@ BATCH_POINTS = 1 << 18
 MAX_RESOLUTION = 1024  # a 1024³ float32 grid alone is 4.3 GB
 
 Field = Callable[[torch.Tensor], torch.Tensor]
+GridDensity = Callable[[torch.Tensor], Field]  # axis (R,) → density at grid indices (N, 3) int64
 Progress = Optional[Callable[[float], None]]
 
 
@@ -30,18 +30,19 @@ Progress = Optional[Callable[[float], None]]
 class CoarseToFine:
     """Where the coarse-to-fine grid evaluates the field at full resolution.
 
-    The field is first sampled every `stride` grid points. A coarse cell (a block of stride³ grid cells) is
-    evaluated in full when its corners straddle the threshold, or when a corner's log-density comes close to
-    log(threshold): within `slope_factor` times the local slope (the largest log-density step between
-    neighbouring coarse samples around the block), and never more than `margin` (TripoSR's density is
-    exp(raw − 1), so these are the MLP's raw units). The slope term keeps flat fields from refining everywhere;
-    in steep ones the margin decides. Then every block whose exactly evaluated boundary points show the surface
-    entering it is evaluated too, until no block is pulled in: each surface piece that touches an evaluated
-    block is traced completely. What remains unseen is a separate piece smaller than a coarse cell that no
-    coarse sample comes that close to.
+    The field is first sampled every `strides[0]` grid points. A block (stride³ grid cells) is kept when its
+    corners straddle the threshold, or when a corner's log-density comes close to log(threshold): within
+    `slope_factor` times the local slope (the largest log-density step between neighbouring samples around the
+    block), and never more than `margin` (TripoSR's density is exp(raw − 1), so these are the MLP's raw units).
+    The slope term keeps flat fields from refining everywhere; in steep ones the margin decides. Kept blocks are
+    sampled at the next stride and their sub-blocks judged the same way; the blocks kept at the last stride are
+    evaluated at every grid point. Then every last-stride block whose exactly evaluated boundary points show the
+    surface entering it is evaluated too, until no block is pulled in: each surface piece that touches an
+    evaluated block is traced completely. What remains unseen is a separate piece, smaller than a block of its
+    level, that no sample of that level comes that close to.
     """
 
-    stride: int = 4
+    strides: tuple[int, ...] = (4, 2)
     margin: float = 0.5
     slope_factor: float = 1.0
 
@@ -65,12 +66,12 @@ def grid_axis(resolution: int, radius: float) -> torch.Tensor:
     return torch.linspace(0.0, 1.0, resolution, dtype=torch.float32) * (2.0 * radius) - radius
 
 
-def density_grid(density_fn: Field, resolution: int, radius: float, *, progress: Progress = None,
-                 stats: Optional[ExtractionStats] = None) -> np.ndarray:
+def density_grid(density_fn: Field, resolution: int, radius: float, *, grid_density: Optional[GridDensity] = None,
+                 progress: Progress = None, stats: Optional[ExtractionStats] = None) -> np.ndarray:
     """Evaluate the field at every grid point: float32 (res, res, res), [i, j, k] ↔ world (x, y, z)."""
     resolution = _check_grid(resolution, radius)
-    grid = np.empty((resolution,) * 3, np.float32)
-    sampler = _GridSampler(density_fn, grid, radius, stats or ExtractionStats())
+    sampler = _GridSampler(density_fn, grid_density, resolution, radius, stats or ExtractionStats())
+    grid = sampler.grid
     total = grid.size
     for start in range(0, total, BATCH_POINTS):
         sampler.evaluate(np.arange(start, min(start + BATCH_POINTS, total)))
@@ -80,13 +81,16 @@ def density_grid(density_fn: Field, resolution: int, radius: float, *, progress:
 
 
 def extract_mesh(density_fn: Field, color_fn: Field, *, resolution: int = 256, threshold: float = 25.0,
-                 radius: float = 0.87, coarse_to_fine: Union[bool, CoarseToFine] = True, progress: Progress = None,
+                 radius: float = 0.87, coarse_to_fine: Union[bool, CoarseToFine] = True,
+                 grid_density: Optional[GridDensity] = None, progress: Progress = None,
                  stats: Optional[ExtractionStats] = None) -> Mesh:
     """Mesh of the surface density == threshold, faces counter-clockwise seen from outside, colours from color_fn.
 
     density_fn(points (N, 3) float32) -> density (N,); color_fn(points) -> sRGB (N, 3) in [0, 1]; both are called
-    with at most BATCH_POINTS points at a time. coarse_to_fine=True (or a CoarseToFine) evaluates the field only
-    near the surface; the mesh is the same as with the dense grid (see CoarseToFine for what it cannot see).
+    with at most BATCH_POINTS points at a time. grid_density, if given, maps the grid's axis to a faster function
+    of grid indices giving the same densities as density_fn at those points (TripoSR.grid_density).
+    coarse_to_fine=True (or a CoarseToFine) evaluates the field only near the surface; the mesh is the same as
+    with the dense grid (see CoarseToFine for what it cannot see).
     """
     resolution = _check_grid(resolution, radius)
     if not (_is_number(threshold) and threshold > 0):
@@ -98,10 +102,13 @@ def extract_mesh(density_fn: Field, color_fn: Field, *, resolution: int = 256, t
     started = time.perf_counter()
     if coarse_to_fine:
         config = coarse_to_fine if isinstance(coarse_to_fine, CoarseToFine) else CoarseToFine()
-        grid, cells = _coarse_to_fine_grid(density_fn, resolution, radius, threshold, config,
-                                           report(0.0, 0.8), stats)
+        _check_coarse_to_fine(config)
+        grid, cells = _coarse_to_fine_grid(_GridSampler(density_fn, grid_density, resolution, radius, stats),
+                                           threshold, config, report(0.0, 0.8), stats)
     else:
-        grid, cells = density_grid(density_fn, resolution, radius, progress=report(0.0, 0.8), stats=stats), None
+        grid = density_grid(density_fn, resolution, radius, grid_density=grid_density, progress=report(0.0, 0.8),
+                            stats=stats)
+        cells = None
     stats.grid_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -121,99 +128,139 @@ def extract_mesh(density_fn: Field, color_fn: Field, *, resolution: int = 256, t
 class _GridSampler:
     """Evaluates the density at grid points given by flat index into `grid`, writing the values there."""
 
-    def __init__(self, density_fn: Field, grid: np.ndarray, radius: float, stats: ExtractionStats):
+    def __init__(self, density_fn: Field, grid_density: Optional[GridDensity], resolution: int, radius: float,
+                 stats: ExtractionStats):
+        self.grid = np.full((resolution,) * 3, np.nan, np.float32)  # NaN = not evaluated yet
+        self.flat = self.grid.reshape(-1)
+        self.resolution = resolution
+        self.axis = grid_axis(resolution, radius)
+        self.density_at = grid_density(self.axis) if grid_density else None
         self.density_fn = density_fn
-        self.flat = grid.reshape(-1)
-        self.resolution = grid.shape[0]
-        self.axis = grid_axis(self.resolution, radius)
         self.stats = stats
 
     def evaluate(self, flat_indices: np.ndarray) -> None:
         res = self.resolution
         for start in range(0, len(flat_indices), BATCH_POINTS):
             index = torch.from_numpy(flat_indices[start:start + BATCH_POINTS])
-            points = torch.stack([self.axis[index // (res * res)], self.axis[index // res % res],
-                                  self.axis[index % res]], dim=1)
-            values = _call(self.density_fn, points, (len(points),), "density")
+            index = torch.stack([index // (res * res), index // res % res, index % res], dim=1)
+            if self.density_at:
+                values = _call(self.density_at, index, (len(index),), "density")
+            else:
+                points = self.axis[index.reshape(-1)].view(-1, 3)
+                values = _call(self.density_fn, points, (len(points),), "density")
             if np.isnan(values).any():
                 raise ModelError("The model returned NaN densities: its weights or input may be broken.")
             self.flat[flat_indices[start:start + BATCH_POINTS]] = values
-            self.stats.density_evaluations += len(points)
+            self.stats.density_evaluations += len(index)
 
 
-def _coarse_to_fine_grid(density_fn, resolution, radius, threshold, config: CoarseToFine, progress, stats):
-    """A full-size grid whose values are exact in every block that may hold surface; returns it and the
-    marching-cubes cell mask of those blocks (skimage's mask[i+1, j+1, k+1] selects cell (i, j, k))."""
-    if not (isinstance(config.stride, int) and 1 <= config.stride <= 64 and config.margin >= 0
-            and config.slope_factor >= 0):
-        raise InputError(f"Coarse-to-fine needs a stride from 1 to 64, a margin ≥ 0 and a slope factor ≥ 0, got {config}.")
-    res, stride = resolution, config.stride
-    coarse = np.unique(np.r_[np.arange(0, res, stride), res - 1])  # last block may be shorter
-    blocks = len(coarse) - 1
-    stats.total_blocks = blocks ** 3
-    grid = np.full((res,) * 3, np.nan, np.float32)  # NaN = not evaluated yet
-    flat = grid.reshape(-1)
-    sampler = _GridSampler(density_fn, grid, radius, stats)
+def _coarse_to_fine_grid(sampler: _GridSampler, threshold, config: CoarseToFine, progress, stats):
+    """Fills the sampler's grid with values that are exact in every block that may hold surface; returns it and
+    the marching-cubes cell mask of those blocks (skimage's mask[i+1, j+1, k+1] selects cell (i, j, k))."""
+    grid, flat, res = sampler.grid, sampler.flat, sampler.resolution
+    lattices = [_Lattice(res, stride) for stride in config.strides]
 
-    sampler.evaluate(np.ravel_multi_index(np.ix_(coarse, coarse, coarse), grid.shape).ravel())
+    top = lattices[0]
+    sampler.evaluate(np.ravel_multi_index(np.ix_(top.coords, top.coords, top.coords), grid.shape).ravel())
     progress(0.05)
-    corner_values = grid[np.ix_(coarse, coarse, coarse)]
-    above = corner_values > threshold
-    log_values = np.log(np.maximum(corner_values, np.finfo(np.float32).tiny))
-    corners = list(itertools.product((0, 1), repeat=3))
+    keep, side = _judge_blocks(grid, top, threshold, config.margin, config.slope_factor)
+    if not keep.any():
+        raise _no_surface(grid, threshold)
+    for level, (parent, child) in enumerate(zip(lattices, lattices[1:]), start=1):
+        _evaluate_closures(sampler, flat, parent, np.argwhere(keep), child.stride)
+        progress(0.05 + 0.2 * level / len(lattices))
+        parent_of = parent.block_of[child.coords[:-1]]
+        region = np.ix_(parent_of, parent_of, parent_of)
+        child_keep, child_side = _judge_blocks(grid, child, threshold, config.margin * child.stride / top.stride,
+                                               config.slope_factor)
+        keep, side = keep[region], side[region]
+        side = np.where(keep, child_side, side)  # blocks inside a kept parent have exact corners of their own
+        keep &= child_keep
 
-    def over_corners(reduce, values):
-        return reduce([values[x:x + blocks, y:y + blocks, z:z + blocks] for x, y, z in corners])
-
-    all_above = over_corners(np.logical_and.reduce, above)
-    log_gap = over_corners(np.minimum.reduce, np.abs(log_values - math.log(threshold)))
-    near = log_gap <= np.minimum(config.margin, config.slope_factor * _local_slope(log_values))
-    refined = (over_corners(np.logical_or.reduce, above) & ~all_above) | near
-    if not refined.any():
-        raise _no_surface(corner_values, threshold)
-
-    offsets = np.arange(stride + 1)
-
-    def closure(block_index):
-        """Flat grid indices of all points of each block, its faces included: (K, (stride+1)³), edge-clipped."""
-        low, high = coarse[block_index], coarse[block_index + 1]
-        index = np.minimum(low[:, :, None] + offsets, high[:, :, None])
-        return ((index[:, 0, :, None, None] * res + index[:, 1, None, :, None]) * res
-                + index[:, 2, None, None, :]).reshape(len(block_index), -1)
-
-    neighbours = np.array([d for d in itertools.product((-1, 0, 1), repeat=3) if any(d)])
-    chunk = max(1, (1 << 20) // (stride + 1) ** 3)
-    pending = np.argwhere(refined)
-    done = 0
-    while len(pending):
-        for start in range(0, len(pending), chunk):
-            index = closure(pending[start:start + chunk]).ravel()
-            sampler.evaluate(_unique_unevaluated(flat, index))
-            done += len(pending[start:start + chunk])
-            progress(0.05 + 0.95 * done / refined.sum())
-
+    finest, refined = lattices[-1], keep
+    frontier, evaluated = refined.copy(), 0
+    while frontier.any():
+        fresh = np.argwhere(frontier)
+        _evaluate_closures(sampler, flat, finest, fresh, 1)
+        evaluated += len(fresh)
+        progress(0.25 + 0.75 * evaluated / refined.sum())
         # A block not refined yet is pulled in when an exact value on its boundary lies on the other side.
-        candidates = (pending[:, None, :] + neighbours).reshape(-1, 3)
-        candidates = candidates[((candidates >= 0) & (candidates < blocks)).all(axis=1)]
-        candidates = np.unique(np.ravel_multi_index(candidates.T, refined.shape))
-        candidates = np.stack(np.unravel_index(candidates[~refined.flat[candidates]], refined.shape), axis=1)
-        pulled = []
-        for start in range(0, len(candidates), chunk):
-            block_index = candidates[start:start + chunk]
-            values = flat[closure(block_index)]
-            side = all_above[tuple(block_index.T)][:, None]
-            disagree = ~np.isnan(values) & (((values > threshold) != side) | (values == threshold))
-            pulled.append(block_index[disagree.any(axis=1)])
-        pending = np.concatenate(pulled) if pulled else np.zeros((0, 3), np.int64)
-        refined[tuple(pending.T)] = True
+        candidates = np.argwhere(_neighbourhood_max(frontier) & ~refined)
+        frontier[:] = False
+        for start in range(0, len(candidates), 1 << 15):
+            block_index = candidates[start:start + (1 << 15)]
+            values = flat[finest.closure(block_index, 1)]
+            block_side = side[tuple(block_index.T)][:, None]
+            disagree = ~np.isnan(values) & (((values > threshold) != block_side) | (values == threshold))
+            frontier[tuple(block_index[disagree.any(axis=1)].T)] = True
+        refined |= frontier
 
-    stats.refined_blocks = int(refined.sum())
-    cells = _fill_and_mask(grid, stride, corner_values, refined)
+    stats.refined_blocks, stats.total_blocks = int(refined.sum()), refined.size
+    cells = _fill_and_mask(grid, finest, side, refined)
     return grid, cells
 
 
+class _Lattice:
+    """The grid points every `stride` along an axis (and the last one), and the blocks between them."""
+
+    def __init__(self, resolution: int, stride: int):
+        self.resolution, self.stride = resolution, stride
+        self.coords = np.unique(np.r_[np.arange(0, resolution, stride), resolution - 1])  # last block may be shorter
+        self.blocks = len(self.coords) - 1
+        self.block_of = np.minimum(np.arange(resolution) // stride, self.blocks - 1)  # grid index → block
+
+    def closure(self, block_index: np.ndarray, step: int) -> np.ndarray:
+        """Flat grid indices of the points every `step` in each block, its faces included: (K, n³)."""
+        res = self.resolution
+        low, high = self.coords[block_index], self.coords[block_index + 1]
+        index = np.minimum(low[:, :, None] + np.arange(0, self.stride + 1, step), high[:, :, None])
+        return ((index[:, 0, :, None, None] * res + index[:, 1, None, :, None]) * res
+                + index[:, 2, None, None, :]).reshape(len(block_index), -1)
+
+
+def _check_coarse_to_fine(config: CoarseToFine) -> None:
+    strides = config.strides
+    valid = (isinstance(strides, (tuple, list)) and len(strides) > 0
+             and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 64 for s in strides)
+             and all(a > b and a % b == 0 for a, b in zip(strides, strides[1:])))
+    if not (valid and config.margin >= 0 and config.slope_factor >= 0):
+        raise InputError("Coarse-to-fine needs strides from 64 down to 1, each a multiple of the next, a margin ≥ 0 "
+                         f"and a slope factor ≥ 0, got {config}.")
+
+
+def _evaluate_closures(sampler, flat, lattice: _Lattice, block_index: np.ndarray, step: int) -> None:
+    chunk = max(1, (1 << 20) // (lattice.stride // step + 1) ** 3)
+    for start in range(0, len(block_index), chunk):
+        index = lattice.closure(block_index[start:start + chunk], step).ravel()
+        sampler.evaluate(_unique_unevaluated(flat, index))
+
+
+def _judge_blocks(grid, lattice: _Lattice, threshold, margin, slope_factor):
+    """Per block of the lattice: keep (its corners straddle the threshold or come near it) and side (all corners
+    above). Blocks with an unevaluated corner get keep = side = False; callers only use evaluated ones."""
+    values = grid[np.ix_(lattice.coords, lattice.coords, lattice.coords)]
+    above = values > threshold
+    all_above, any_above = _over_corners(np.logical_and, above), _over_corners(np.logical_or, above)
+    del above
+    log_values = np.log(np.maximum(values, np.finfo(np.float32).tiny, out=values), out=values)
+    limit = np.minimum(margin, slope_factor * _local_slope(log_values))
+    log_gap = np.abs(np.subtract(log_values, math.log(threshold), out=log_values), out=log_values)
+    near = _over_corners(np.fmin, log_gap) <= limit  # NaN (never near) only where every corner is unevaluated
+    return (any_above & ~all_above) | near, all_above
+
+
+def _over_corners(combine, array: np.ndarray) -> np.ndarray:
+    """Per block, `combine` folded over the values at its 8 corners (array holds one value per lattice point)."""
+    blocks = len(array) - 1
+    result = array[:blocks, :blocks, :blocks].copy()
+    for x, y, z in itertools.product((0, 1), repeat=3):
+        combine(result, array[x:x + blocks, y:y + blocks, z:z + blocks], out=result)
+    return result
+
+
 def _local_slope(log_values: np.ndarray) -> np.ndarray:
-    """Per coarse block: the largest |Δ log-density| along a coarse edge of the block or of its 26 neighbours."""
+    """Per block: the largest |Δ log-density| along an evaluated lattice edge of the block or of its 26
+    neighbours (edges with an unevaluated end are skipped)."""
     blocks = len(log_values) - 1
     slope = np.zeros((blocks,) * 3, np.float32)
     for axis in range(3):
@@ -223,8 +270,21 @@ def _local_slope(log_values: np.ndarray) -> np.ndarray:
             others = [a for a in range(3) if a != axis]
             for other, offset in zip(others, offsets):
                 index[other] = slice(offset, offset + blocks)
-            np.maximum(slope, step[tuple(index)], out=slope)
-    return maximum_filter(slope, size=3, mode="nearest")
+            np.fmax(slope, step[tuple(index)], out=slope)
+    return _neighbourhood_max(slope)
+
+
+def _neighbourhood_max(array: np.ndarray) -> np.ndarray:
+    """Each entry's maximum over its 3×3×3 neighbourhood (inside the array); for booleans, any. Three 1-D
+    passes over shifted views: several times faster than scipy's filter on these small arrays."""
+    result = array.copy()
+    for axis in range(3):
+        low, high = [slice(None)] * 3, [slice(None)] * 3
+        low[axis], high[axis] = slice(None, -1), slice(1, None)
+        source = result.copy()
+        np.maximum(result[tuple(low)], source[tuple(high)], out=result[tuple(low)])
+        np.maximum(result[tuple(high)], source[tuple(low)], out=result[tuple(high)])
+    return result
 
 
 def _unique_unevaluated(flat: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -237,19 +297,25 @@ def _unique_unevaluated(flat: np.ndarray, index: np.ndarray) -> np.ndarray:
     return index[flat[index] == position]
 
 
-def _fill_and_mask(grid, stride, corner_values, refined):
-    """Give unevaluated points their block's lower-corner value (its whole block lies on that side of the
-    threshold) and build the cell mask of the refined blocks; slab by slab to keep memory flat."""
-    res, blocks = grid.shape[0], len(refined)
-    block_of = np.minimum(np.arange(res) // stride, blocks - 1)
+def _fill_and_mask(grid, lattice: _Lattice, side, refined):
+    """Give every unevaluated point a value on its block's side of the threshold (no refined cell has such a
+    corner, so marching cubes never reads it) and build the cell mask of the refined blocks; a layer of blocks
+    at a time to keep memory flat."""
+    res, stride = grid.shape[0], lattice.stride
+    low, high = np.nanmin(grid), np.nanmax(grid)
     cells = np.zeros(grid.shape, bool)
-    for i in range(res):
-        slab = grid[i]
-        missing = np.isnan(slab)
-        if missing.any():
-            slab[missing] = corner_values[block_of[i]].take(block_of, 0).take(block_of, 1)[missing]
-        if i < res - 1:
-            cells[i + 1, 1:, 1:] = refined[block_of[i]].take(block_of[:-1], 0).take(block_of[:-1], 1)
+
+    def per_point(layer):  # block layer (blocks, blocks) → (res, res), each point taking its block's entry
+        return layer.take(lattice.block_of, 0).take(lattice.block_of, 1)
+
+    for block in range(lattice.blocks):
+        rows = slice(lattice.coords[block], lattice.coords[block + 1] + (block == lattice.blocks - 1))
+        missing = np.isnan(grid[rows])
+        above = per_point(side[block])
+        np.copyto(grid[rows], high, where=missing & above)
+        np.copyto(grid[rows], low, where=missing & ~above)
+        cell_rows = slice(rows.start + 1, min(rows.stop + 1, res))
+        cells[cell_rows, 1:, 1:] = per_point(refined[block])[:-1, :-1]
     return cells
 
 

@@ -172,43 +172,78 @@ class TripoSR(nn.Module):
         scene_code = scene_code.to(self.device, torch.float32)
         densities, colors = [], []
         for chunk in points.split(self.query_chunk_size):
-            raw = self._decode(scene_code, chunk.to(self.device, torch.float32))
+            raw = self._decode(self._triplane_features(scene_code, chunk.to(self.device, torch.float32)))
             densities.append(torch.exp(raw[:, 0] + self.config.renderer.density_bias).to(points.device))
             colors.append(torch.sigmoid(raw[:, 1:4]).to(points.device))
         return torch.cat(densities), torch.cat(colors)
 
     @torch.inference_mode()
-    def extract_mesh(self, scene_code: torch.Tensor, resolution: int = 256, threshold: float = 25.0, progress=None):
+    def grid_density(self, scene_code: torch.Tensor, axis: torch.Tensor):
+        """The density at the points of a grid: axis (R,) world coordinates → density_at(indices (N, 3) int64 into
+        axis) → (N,) on the indices' device, bitwise what `query` gives at those points. Each plane is sampled once
+        at every pair of axis coordinates (3·R² rows), so a grid point's features are three row lookups instead of
+        three bilinear samples."""
+        scene_code = scene_code.to(self.device, torch.float32)
+        size, channels = len(axis), scene_code.shape[1]
+        coords = (axis / self.config.renderer.radius).to(self.device, torch.float32)
+        pairs = torch.stack(torch.meshgrid(coords, coords, indexing="ij"), dim=-1).expand(3, -1, -1, -1)
+        tables = F.grid_sample(scene_code, pairs, mode="bilinear", padding_mode="zeros", align_corners=False)
+        tables = tables.permute(0, 2, 3, 1).reshape(3 * size * size, channels)  # plane, first, second → row
+        plane_offsets = torch.arange(3, device=self.device) * size * size
+
+        @torch.inference_mode()
+        def density_at(indices: torch.Tensor) -> torch.Tensor:
+            i, j, k = indices.to(self.device).unbind(1)
+            rows = torch.stack([i * size + j, i * size + k, j * size + k], dim=1) + plane_offsets
+            densities = []
+            for chunk in rows.split(self.query_chunk_size):
+                samples = tables.index_select(0, chunk.reshape(-1)).view(len(chunk), 3, channels)
+                raw = self._decode(self._reduce_features(samples))
+                densities.append(torch.exp(raw[:, 0] + self.config.renderer.density_bias))
+            return torch.cat(densities).to(indices.device)
+
+        return density_at
+
+    @torch.inference_mode()
+    def extract_mesh(self, scene_code: torch.Tensor, resolution: int = 256, threshold: float = 25.0, progress=None,
+                     coarse_to_fine=True, stats=None):
         """Marching cubes on the density field of one scene code, with vertex colours → core.mesh.Mesh."""
         from .extract import extract_mesh
 
         return extract_mesh(
             lambda points: self.query(scene_code, points)[0],
             lambda points: self.query(scene_code, points)[1],
+            grid_density=lambda axis: self.grid_density(scene_code, axis),
             resolution=resolution,
             threshold=threshold,
             radius=self.config.renderer.radius,
+            coarse_to_fine=coarse_to_fine,
             progress=progress,
+            stats=stats,
         )
 
-    def _decode(self, scene_code: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def _decode(self, features: torch.Tensor) -> torch.Tensor:
         """Decoder output (N, 4). BLAS multiplies a handful of rows with other kernels, whose rounding differs: a
         short batch is padded so that a point's value never depends on the batch it came in (coarse-to-fine
         extraction asks for batches of any size and must reproduce the dense grid exactly)."""
-        count = len(points)
+        count = len(features)
         if count < MIN_DECODER_ROWS:
-            points = torch.cat([points, points.new_zeros(MIN_DECODER_ROWS - count, 3)])
-        return self.decoder(self._triplane_features(scene_code, points))[:count]
+            features = torch.cat([features, features.new_zeros(MIN_DECODER_ROWS - count, features.shape[1])])
+        return self.decoder(features)[:count]
 
     def _triplane_features(self, scene_code: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Bilinear samples of the three planes at the points' (x,y), (x,z), (y,z) → (N, 3·C) plane-major."""
+        """Bilinear samples of the three planes at the points' (x,y), (x,z), (y,z) → decoder input (N, 3·C) or
+        (N, C)."""
         coords = points / self.config.renderer.radius
         grid = torch.stack([coords[:, [0, 1]], coords[:, [0, 2]], coords[:, [1, 2]]]).unsqueeze(1)
         samples = F.grid_sample(scene_code, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        samples = samples.squeeze(2)  # (3, C, N)
+        return self._reduce_features(samples.squeeze(2).permute(2, 0, 1))
+
+    def _reduce_features(self, samples: torch.Tensor) -> torch.Tensor:
+        """(N, 3 planes, C) → decoder input: plane-major concatenation, or the mean of the planes."""
         if self.config.renderer.feature_reduction == "mean":
-            return samples.mean(0).t()
-        return samples.permute(2, 0, 1).reshape(len(points), -1)
+            return samples.mean(1)
+        return samples.flatten(1)
 
     def _autocast(self):
         precision = self.encode_precision

@@ -128,7 +128,7 @@ def test_fixture_mesh_matches_reference(fixture_grid):
     np.testing.assert_allclose(mesh.vertices, reference_vertices / 31 * 1.74 - 0.87, atol=1e-6)
 
 
-@pytest.mark.parametrize("config", [True, CoarseToFine(stride=8), CoarseToFine(stride=5)])
+@pytest.mark.parametrize("config", [True, CoarseToFine(strides=(8,)), CoarseToFine(strides=(5,))])
 def test_coarse_to_fine_equals_dense_on_fixture_grid(fixture_grid, config):
     dense, fast, _, _ = both_meshes(grid_lookup(fixture_grid), 32, config)
     assert_same_mesh(dense, fast)
@@ -137,7 +137,7 @@ def test_coarse_to_fine_equals_dense_on_fixture_grid(fixture_grid, config):
 @pytest.mark.parametrize("res", [79, 99])  # res − 1 not a multiple of the stride: a shorter last block
 def test_coarse_to_fine_equals_dense_on_noisy_field(fixture_grid, res):
     dense, fast, dense_stats, fast_stats = both_meshes(grid_interpolation(fixture_grid), res)
-    assert (res - 1) % CoarseToFine().stride != 0
+    assert (res - 1) % CoarseToFine().strides[0] != 0
     assert len(dense.faces) > 100_000  # many open, tangled pieces reaching the grid edge
     assert_same_mesh(dense, fast)
     assert fast_stats.density_evaluations <= dense_stats.density_evaluations  # noise: nearly all of it is near
@@ -168,40 +168,57 @@ def test_a_nearly_flat_field_is_refined_only_near_its_surface():
 def thin_plate_scene(config, res, attached, slope_per_margin):
     """A sphere and a plate lying between two coarse sample planes, thinner than the coarse spacing."""
     cell = 2 * RADIUS / (res - 1)
-    x_plane = coarse_indices(res, config.stride)[len(coarse_indices(res, config.stride)) // 2 + 2]
-    plate_x = -RADIUS + (x_plane + config.stride / 2) * cell
-    half_thickness = config.stride / 4 * cell  # leaves stride/4 cells between the plate and each coarse plane
-    gap = config.stride / 2 * cell - half_thickness
+    x_plane = coarse_indices(res, config.strides[0])[len(coarse_indices(res, config.strides[0])) // 2 + 2]
+    plate_x = -RADIUS + (x_plane + config.strides[0] / 2) * cell
+    half_thickness = config.strides[0] / 4 * cell  # leaves stride/4 cells between the plate and each coarse plane
+    gap = config.strides[0] / 2 * cell - half_thickness
     ball = sphere((plate_x - 0.2, 0.0, 0.0), 0.3) if attached else sphere((-0.45, 0.0, 0.0), 0.3)
     plate = box((plate_x, 0.0, 0.0), (half_thickness, 0.5, 0.5))
     slope = slope_per_margin * config.margin / gap
     return density_from_depth(union(ball, plate), slope), slope * gap
 
 
-@pytest.mark.parametrize("config", [CoarseToFine(), CoarseToFine(stride=8)])
+@pytest.mark.parametrize("config", [CoarseToFine(), CoarseToFine(strides=(8,))])
 def test_thin_plate_attached_to_a_body_is_kept(config):
     res = 96
     density, log_gap_at_coarse_planes = thin_plate_scene(config, res, attached=True, slope_per_margin=4.0)
     assert log_gap_at_coarse_planes > config.margin  # only the flood fill can find the plate's far part
     grid = density_grid(density, res, RADIUS)
     dense, fast, _, _ = both_meshes(density, res, config)
-    assert careless_face_count(grid, config.stride) < len(dense.faces) - 5_000
+    assert careless_face_count(grid, config.strides[0]) < len(dense.faces) - 5_000
     assert_same_mesh(dense, fast)
 
 
-@pytest.mark.parametrize("config", [CoarseToFine(), CoarseToFine(stride=8)])
+@pytest.mark.parametrize("config", [CoarseToFine(), CoarseToFine(strides=(8,))])
 def test_separate_thin_plate_is_kept_within_the_margin(config):
     res = 96
     density, log_gap_at_coarse_planes = thin_plate_scene(config, res, attached=False, slope_per_margin=0.6)
     assert log_gap_at_coarse_planes < config.margin
     grid = density_grid(density, res, RADIUS)
     dense, fast, _, _ = both_meshes(density, res, config)
-    assert careless_face_count(grid, config.stride) < len(dense.faces) - 5_000
+    assert careless_face_count(grid, config.strides[0]) < len(dense.faces) - 5_000
     assert_same_mesh(dense, fast)
 
     # The documented limit: with no margin, a separate piece no coarse sample sees is lost.
-    blind = extract_mesh(density, gray, resolution=res, coarse_to_fine=CoarseToFine(config.stride, margin=0.0))
+    blind = extract_mesh(density, gray, resolution=res, coarse_to_fine=CoarseToFine(config.strides, margin=0.0))
     assert len(blind.faces) < len(dense.faces) - 5_000
+
+
+def test_separate_plate_between_the_finer_samples_is_kept():
+    # A plate thinner than one cell, centred between two planes of the second level's samples (stride 2) inside
+    # a coarse block: only the finer level's margin (half the coarse one) can see it.
+    config, res = CoarseToFine(strides=(4, 2)), 96
+    cell = 2 * RADIUS / (res - 1)
+    x_plane = coarse_indices(res, 4)[len(coarse_indices(res, 4)) // 2 + 2]
+    half_thickness, gap = 0.25 * cell, 0.75 * cell  # grid plane x_plane + 1 runs through it, x_plane + 2 does not
+    fine_margin = config.margin * 2 / 4
+    slope = 0.8 * fine_margin / gap
+    plate = box((-RADIUS + (x_plane + 1) * cell, 0.0, 0.0), (half_thickness, 0.5, 0.5))
+    density = density_from_depth(union(sphere((-0.45, 0.0, 0.0), 0.3), plate), slope)
+    dense, fast, _, _ = both_meshes(density, res, config)
+    blind = extract_mesh(density, gray, resolution=res, coarse_to_fine=CoarseToFine(strides=(4, 2), margin=0.0))
+    assert len(blind.faces) < len(dense.faces) - 5_000
+    assert_same_mesh(dense, fast)
 
 
 # --- mesh properties --------------------------------------------------------------------------------------
@@ -267,7 +284,9 @@ def test_no_surface_is_a_clear_error(coarse_to_fine, value, advice):
     "settings",
     [dict(resolution=1), dict(resolution=5000), dict(resolution=32.5), dict(resolution=True),
      dict(threshold=0.0), dict(threshold=float("nan")), dict(radius=-1.0),
-     dict(coarse_to_fine=CoarseToFine(stride=0)), dict(coarse_to_fine=CoarseToFine(margin=-1.0))],
+     dict(coarse_to_fine=CoarseToFine(strides=(0,))), dict(coarse_to_fine=CoarseToFine(strides=())),
+     dict(coarse_to_fine=CoarseToFine(strides=(4, 3))), dict(coarse_to_fine=CoarseToFine(strides=(2, 4))),
+     dict(coarse_to_fine=CoarseToFine(margin=-1.0))],
 )
 def test_bad_settings_are_refused(settings):
     with pytest.raises(InputError):

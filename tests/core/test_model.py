@@ -122,10 +122,10 @@ def test_unknown_precision_is_a_model_error(model, model_input):
         model.encode_precision = "auto"
 
 
-def test_a_points_value_does_not_depend_on_its_batch():
-    # Coarse-to-fine extraction queries batches of any size and must reproduce the dense grid bit for bit; BLAS
-    # rounds a few-row product differently unless the model pads short batches.
-    from core.config import BackboneConfig, DecoderConfig, ModelConfig, TriplaneConfig, UpsamplerConfig, ViTConfig
+def official_decoder_model(feature_reduction="concat"):
+    """A small random TripoSR with the official decoder's widths, whose output varies as a trained one's does."""
+    from core.config import (BackboneConfig, DecoderConfig, ModelConfig, RendererConfig, TriplaneConfig,
+                             UpsamplerConfig, ViTConfig)
     from core.model import TripoSR
 
     torch.manual_seed(0)
@@ -136,11 +136,19 @@ def test_a_points_value_does_not_depend_on_its_batch():
         backbone=BackboneConfig(in_channels=32, num_attention_heads=2, attention_head_dim=16, num_layers=1,
                                 cross_attention_dim=32),
         upsampler=UpsamplerConfig(in_channels=32, out_channels=40),
-        decoder=DecoderConfig(),  # the official decoder's widths
+        decoder=DecoderConfig(in_channels=120 if feature_reduction == "concat" else 40),
+        renderer=RendererConfig(feature_reduction=feature_reduction),
     )
     model = TripoSR(config).eval()
-    for layer in model.decoder.layers:  # a decoder whose output varies, as a trained one does
+    for layer in model.decoder.layers:
         torch.nn.init.normal_(layer.weight, std=1.5 * (2.0 / layer.in_features) ** 0.5)
+    return model
+
+
+def test_a_points_value_does_not_depend_on_its_batch():
+    # Coarse-to-fine extraction queries batches of any size and must reproduce the dense grid bit for bit; BLAS
+    # rounds a few-row product differently unless the model pads short batches.
+    model = official_decoder_model()
     scene_code = torch.randn(3, 40, 8, 8)
     points = torch.rand(3000, 3) * 1.74 - 0.87
     density, color = model.query(scene_code, points)
@@ -148,3 +156,37 @@ def test_a_points_value_does_not_depend_on_its_batch():
         part_density, part_color = model.query(scene_code, points[start:start + count])
         assert torch.equal(part_density, density[start:start + count])
         assert torch.equal(part_color, color[start:start + count])
+
+
+@pytest.mark.parametrize("feature_reduction", ["concat", "mean"])
+def test_grid_density_is_bitwise_the_query_at_grid_points(feature_reduction):
+    from core.extract import grid_axis
+
+    model = official_decoder_model(feature_reduction)
+    scene_code = torch.randn(3, 40, 8, 8)
+    axis = grid_axis(37, model.config.renderer.radius)
+    indices = torch.cat([torch.randint(0, 37, (5000, 3)), torch.tensor([[0, 0, 0], [36, 36, 36], [0, 36, 17]])])
+    expected = model.query(scene_code, axis[indices])[0]
+    density_at = model.grid_density(scene_code, axis)
+    model.query_chunk_size = 1000  # several chunks, one of them partial
+    try:
+        assert torch.equal(density_at(indices), expected)
+    finally:
+        model.query_chunk_size = 16384
+    for start, count in [(0, 1), (5, 7), (4000, 1003)]:
+        assert torch.equal(density_at(indices[start:start + count]), expected[start:start + count])
+    assert density_at(indices[:0]).shape == (0,)
+
+
+def test_engine_mesh_equals_the_reference_path_on_the_fixture(model, tiny_model_dir):
+    # Our extraction (coarse-to-fine, grid tables) against the reference's way: every grid point queried.
+    from core.extract import extract_mesh
+
+    scene_code = reference(tiny_model_dir, "scene_codes")[0]
+    fast = model.extract_mesh(scene_code, resolution=64)
+    dense = extract_mesh(lambda p: model.query(scene_code, p)[0], lambda p: model.query(scene_code, p)[1],
+                         resolution=64, coarse_to_fine=False)
+    assert len(dense.faces) > 10_000
+    np.testing.assert_array_equal(fast.vertices, dense.vertices)
+    np.testing.assert_array_equal(fast.faces, dense.faces)
+    np.testing.assert_array_equal(fast.colors, dense.colors)
