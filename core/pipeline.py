@@ -1,5 +1,6 @@
 """One image → one coloured mesh with a loaded model: prepare the image, encode it, extract the surface."""
 
+import gc
 import math
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ class GenerateSettings:
 
 
 STAGES = ("Preparing image", "Encoding image", "Extracting mesh")
+OOM_RETRIES = 2  # extraction out of GPU memory: retries, each with 4× smaller query chunks
+MIN_QUERY_CHUNK = 1024
 
 
 def generate(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None):
@@ -52,21 +55,46 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
         scene_code = model.encode(images, progress=lambda fraction: report(STAGES[1], fraction))[0]
         stage = STAGES[2]
         report(STAGES[2], 0.0)
-        mesh = model.extract_mesh(
-            scene_code,
-            resolution=settings.resolution,
-            threshold=settings.threshold,
-            progress=lambda fraction: report(STAGES[2], fraction),
-        )
+        mesh = _extract_with_retries(model, scene_code, settings, lambda fraction: report(STAGES[2], fraction))
         report(STAGES[2], 1.0)
         return mesh
     except torch.OutOfMemoryError:
         raise ModelError(
-            f"Out of memory while {stage.lower()} on {model.device}. Lower the resolution, close other programs "
-            "using the GPU, or use the CPU."
+            f"Out of memory on {model.device} while {stage.lower()}, even with smaller batches. Lower the "
+            "resolution, close other programs using the GPU, or use the CPU."
         ) from None
+    except MemoryError:
+        raise ModelError(_out_of_memory_message(stage)) from None
     except RuntimeError as error:  # a torch failure we did not foresee (unsupported op on a backend, ...)
+        if "can't allocate memory" in str(error) or "not enough memory" in str(error):  # torch's CPU allocator
+            raise ModelError(_out_of_memory_message(stage)) from None
         raise ModelError(f"The model failed while {stage.lower()} on {model.device}: {error}") from None
     finally:
         if model.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _extract_with_retries(model: TripoSR, scene_code, settings: GenerateSettings, progress):
+    """model.extract_mesh; when the GPU runs out of memory, again with smaller query chunks (the scene code is
+    kept: only the extraction runs again)."""
+    chunk_size = model.query_chunk_size
+    try:
+        for attempt in range(OOM_RETRIES + 1):
+            try:
+                return model.extract_mesh(scene_code, resolution=settings.resolution, threshold=settings.threshold,
+                                          progress=progress)
+            except torch.OutOfMemoryError:
+                if attempt == OOM_RETRIES or model.query_chunk_size <= MIN_QUERY_CHUNK:
+                    raise
+            # Outside the except block, so the failed attempt's tensors are already released.
+            gc.collect()
+            if model.device.type == "cuda":
+                torch.cuda.empty_cache()
+            model.query_chunk_size = max(MIN_QUERY_CHUNK, model.query_chunk_size // 4)
+    finally:
+        model.query_chunk_size = chunk_size
+
+
+def _out_of_memory_message(stage: str) -> str:
+    return (f"The computer ran out of memory while {stage.lower()}. Lower the mesh resolution, or close other "
+            "programs and try again.")

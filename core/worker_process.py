@@ -20,7 +20,6 @@ from .worker_protocol import read_message, write_message
 
 LOG_PREFIX = "[image-to-mesh worker "
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one stage
-OOM_RETRIES = 2  # on out-of-memory on the GPU: retries, each with a 4× smaller query chunk
 ORPHAN_EXIT_DELAY = 5.0  # seconds a worker whose parent is gone waits for its job to stop before it exits
 
 
@@ -121,30 +120,8 @@ class _Server:
 
     def _run_pipeline(self, model, image, settings: dict, progress):
         from .pipeline import GenerateSettings, generate
-        import torch
 
-        settings = GenerateSettings(**settings)
-        chunk_size = model.query_chunk_size
-        try:
-            for attempt in range(OOM_RETRIES + 1):
-                try:
-                    return generate(model, image, settings, progress=progress)
-                except (ModelError, torch.OutOfMemoryError) as error:  # the pipeline reports it as a ModelError
-                    if not any(isinstance(cause, torch.OutOfMemoryError) for cause in (error, error.__context__)):
-                        raise
-                    if attempt == OOM_RETRIES:
-                        raise ModelError(f"Out of memory on {model.device}, even with smaller batches. Lower the "
-                                         "resolution, close other programs using the GPU, or use the CPU.") from None
-                # Outside the except block, so the failed attempt's tensors are already released.
-                gc.collect()
-                torch.cuda.empty_cache()
-                model.query_chunk_size = max(1024, model.query_chunk_size // 4)
-                _log(f"out of memory on {model.device}; retrying with query chunks of {model.query_chunk_size}")
-        except MemoryError:
-            raise ModelError("The computer ran out of memory. Try a lower mesh resolution or close other "
-                             "programs.") from None
-        finally:
-            model.query_chunk_size = chunk_size
+        return generate(model, image, GenerateSettings(**settings), progress=progress)
 
 
 def _error_reply(job: int, error: ImageToMeshError) -> tuple[dict, dict]:

@@ -81,3 +81,70 @@ def test_bad_image_is_an_input_error(model, tmp_path):
     broken.write_bytes(b"not a png")
     with pytest.raises(InputError, match="broken.png"):
         generate(model, broken, GenerateSettings(resolution=32))
+
+
+def oom_above(model, monkeypatch, rows):
+    """Make the decoder fail like a full GPU for batches of more than `rows` points (no GPU here; the rest of the
+    model is real). Returns the batch sizes it saw."""
+    import torch
+
+    decode, sizes = model._decode, []
+
+    def limited(features):
+        sizes.append(len(features))
+        if len(features) > rows:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(features) * 256} bytes")
+        return decode(features)
+
+    monkeypatch.setattr(model, "_decode", limited)
+    return sizes
+
+
+def test_out_of_gpu_memory_retries_only_the_extraction_with_smaller_chunks(model, tiny_model_dir, monkeypatch):
+    expected = generate(model, tiny_model_dir / "input.png", GenerateSettings(resolution=48))
+    chunk_size = model.query_chunk_size
+    sizes = oom_above(model, monkeypatch, chunk_size // 4)
+    events = []
+    mesh = generate(model, tiny_model_dir / "input.png", GenerateSettings(resolution=48),
+                    progress=lambda *event: events.append(event))
+    np.testing.assert_array_equal(mesh.vertices, expected.vertices)
+    np.testing.assert_array_equal(mesh.faces, expected.faces)
+    assert max(sizes) > chunk_size // 4 and chunk_size // 4 in sizes  # failed, then ran with quarter chunks
+    assert events.count(("Encoding image", 0.0)) == 1  # the scene code was kept
+    assert model.query_chunk_size == chunk_size
+
+
+def test_out_of_gpu_memory_even_with_small_chunks_is_a_model_error(model, tiny_model_dir, monkeypatch):
+    from core.errors import ModelError
+
+    chunk_size = model.query_chunk_size
+    oom_above(model, monkeypatch, 100)
+    with pytest.raises(ModelError, match="Out of memory on cpu while extracting mesh, even with smaller batches. "
+                                         "Lower the resolution"):
+        generate(model, tiny_model_dir / "input.png", GenerateSettings(resolution=48))
+    assert model.query_chunk_size == chunk_size
+
+
+def test_running_out_of_ram_is_a_clear_model_error(tiny_model_dir):
+    # A real allocation failure: the process may use only 2 GB more address space, a 1024³ grid needs 4.3 GB.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import resource
+from core.errors import ModelError
+from core.pipeline import GenerateSettings, generate
+from core.weights import load_model
+model = load_model({str(tiny_model_dir)!r}, device="cpu")
+size = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), resource.RLIM_INFINITY))
+try:
+    generate(model, {str(tiny_model_dir / "input.png")!r}, GenerateSettings(resolution=1024))
+except ModelError as error:
+    print("ModelError:", error)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.startswith("ModelError: The computer ran out of memory while extracting mesh. Lower the "
+                                    "mesh resolution"), result.stdout + result.stderr
