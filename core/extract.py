@@ -35,7 +35,8 @@ class CoarseToFine:
     `slope_factor` times the local slope (the largest log-density step between neighbouring samples around the
     block), and never more than `margin` (TripoSR's density is exp(raw − 1), so these are the MLP's raw units).
     The slope term keeps flat fields from refining everywhere; in steep ones the margin decides. Kept blocks are
-    sampled at the next stride and their sub-blocks judged the same way; the blocks kept at the last stride are
+    sampled at the next stride and their sub-blocks judged the same way, with the margin scaled by the stride
+    (a bump rises above its nearest sample by at most slope × distance); the blocks kept at the last stride are
     evaluated at every grid point. Then every last-stride block whose exactly evaluated boundary points show the
     surface entering it is evaluated too, until no block is pulled in: each surface piece that touches an
     evaluated block is traced completely. What remains unseen is a separate piece, smaller than a block of its
