@@ -105,7 +105,7 @@ def extract_mesh(density_fn: Field, color_fn: Field, *, resolution: int = 256, t
         config = coarse_to_fine if isinstance(coarse_to_fine, CoarseToFine) else CoarseToFine()
         _check_coarse_to_fine(config)
         grid, cells = _coarse_to_fine_grid(_GridSampler(density_fn, grid_density, resolution, radius, stats),
-                                           threshold, config, report(0.0, 0.8), stats)
+                                           threshold, config, report(0.0, 0.8))
     else:
         grid = density_grid(density_fn, resolution, radius, grid_density=grid_density, progress=report(0.0, 0.8),
                             stats=stats)
@@ -155,7 +155,7 @@ class _GridSampler:
             self.stats.density_evaluations += len(index)
 
 
-def _coarse_to_fine_grid(sampler: _GridSampler, threshold, config: CoarseToFine, progress, stats):
+def _coarse_to_fine_grid(sampler: _GridSampler, threshold, config: CoarseToFine, progress):
     """Fills the sampler's grid with values that are exact in every block that may hold surface; returns it and
     the marching-cubes cell mask of those blocks (skimage's mask[i+1, j+1, k+1] selects cell (i, j, k))."""
     grid, flat, res = sampler.grid, sampler.flat, sampler.resolution
@@ -168,7 +168,7 @@ def _coarse_to_fine_grid(sampler: _GridSampler, threshold, config: CoarseToFine,
     if not keep.any():
         raise _no_surface(grid, threshold)
     for level, (parent, child) in enumerate(zip(lattices, lattices[1:]), start=1):
-        _evaluate_closures(sampler, flat, parent, np.argwhere(keep), child.stride)
+        _evaluate_closures(sampler, parent, np.argwhere(keep), child.stride)
         progress(0.05 + 0.2 * level / len(lattices))
         parent_of = parent.block_of[child.coords[:-1]]
         region = np.ix_(parent_of, parent_of, parent_of)
@@ -182,7 +182,7 @@ def _coarse_to_fine_grid(sampler: _GridSampler, threshold, config: CoarseToFine,
     frontier, evaluated = refined.copy(), 0
     while frontier.any():
         fresh = np.argwhere(frontier)
-        _evaluate_closures(sampler, flat, finest, fresh, 1)
+        _evaluate_closures(sampler, finest, fresh, 1)
         evaluated += len(fresh)
         progress(0.25 + 0.75 * evaluated / refined.sum())
         # A block not refined yet is pulled in when an exact value on its boundary lies on the other side.
@@ -196,7 +196,7 @@ def _coarse_to_fine_grid(sampler: _GridSampler, threshold, config: CoarseToFine,
             frontier[tuple(block_index[disagree.any(axis=1)].T)] = True
         refined |= frontier
 
-    stats.refined_blocks, stats.total_blocks = int(refined.sum()), refined.size
+    sampler.stats.refined_blocks, sampler.stats.total_blocks = int(refined.sum()), refined.size
     cells = _fill_and_mask(grid, finest, side, refined)
     return grid, cells
 
@@ -229,11 +229,11 @@ def _check_coarse_to_fine(config: CoarseToFine) -> None:
                          f"and a slope factor ≥ 0, got {config}.")
 
 
-def _evaluate_closures(sampler, flat, lattice: _Lattice, block_index: np.ndarray, step: int) -> None:
+def _evaluate_closures(sampler: _GridSampler, lattice: _Lattice, block_index: np.ndarray, step: int) -> None:
     chunk = max(1, (1 << 20) // (lattice.stride // step + 1) ** 3)
     for start in range(0, len(block_index), chunk):
         index = lattice.closure(block_index[start:start + chunk], step).ravel()
-        sampler.evaluate(_unique_unevaluated(flat, index))
+        sampler.evaluate(_unique_unevaluated(sampler.flat, index))
 
 
 def _judge_blocks(grid, lattice: _Lattice, threshold, margin, slope_factor):
@@ -302,7 +302,7 @@ def _fill_and_mask(grid, lattice: _Lattice, side, refined):
     """Give every unevaluated point a value on its block's side of the threshold (no refined cell has such a
     corner, so marching cubes never reads it) and build the cell mask of the refined blocks; a layer of blocks
     at a time to keep memory flat."""
-    res, stride = grid.shape[0], lattice.stride
+    res = grid.shape[0]
     low, high = np.nanmin(grid), np.nanmax(grid)
     cells = np.zeros(grid.shape, bool)
 
