@@ -59,9 +59,10 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
         report(STAGES[2], 1.0)
         return mesh
     except torch.OutOfMemoryError:
+        retried = ", even with smaller batches" if stage == STAGES[2] else ""  # only the extraction is retried
         raise ModelError(
-            f"Out of memory on {model.device} while {stage.lower()}, even with smaller batches. Lower the "
-            "resolution, close other programs using the GPU, or use the CPU."
+            f"Out of memory on {model.device} while {stage.lower()}{retried}. Lower the resolution, close other "
+            "programs using the GPU, or use the CPU."
         ) from None
     except MemoryError:
         raise ModelError(_out_of_memory_message(stage)) from None
