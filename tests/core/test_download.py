@@ -14,14 +14,11 @@ import torch
 
 from core.errors import ModelError
 from core.weights import load_model
+from tests.hub import git_blob_sha1
 
 REPO_ID = "tester/tiny-triposr"
 REVISION = "89abcdef0123456789abcdef0123456789abcdef"
 FILES = ("config.yaml", "vit_config.json", "model.ckpt")
-
-
-def git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
 
 
 class FakeHub(ThreadingHTTPServer):

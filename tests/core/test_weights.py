@@ -17,6 +17,7 @@ from core.config import ModelConfig, load_config, save_config
 from core.errors import ModelError
 from core.model import TripoSR
 from core.weights import PINNED_REVISIONS, load_model, official_state_dict, resolve_device
+from tests.hub import git_blob_sha1
 
 OFFICIAL_CONFIG = {
     "cond_image_size": 512,
@@ -279,10 +280,6 @@ def test_devices():
 
 
 # The Hugging Face cache (a real huggingface_hub cache layout; no network: allow_download=False)
-
-
-def git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def add_to_hub_cache(cache: Path, repo_id: str, revision: str, files: dict, ref: str = "main") -> Path:

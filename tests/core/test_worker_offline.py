@@ -13,6 +13,7 @@ import pytest
 from core.errors import ModelError
 from core.pipeline import GenerateSettings
 from core.worker import ModelSpec, WorkerClient
+from tests.hub import git_blob_sha1
 
 REPO_ID = "tester/tiny-triposr"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -60,7 +61,7 @@ def hub_cache(root: Path, model_dir: Path, *, refs=("main",)) -> Path:
     for name in FILES:
         data = (model_dir / name).read_bytes()
         blob = repo / "blobs" / (hashlib.sha256(data).hexdigest() if name.endswith(".ckpt") else
-                                 hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest())
+                                 git_blob_sha1(data))
         blob.write_bytes(data)
         (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
     (repo / "refs").mkdir()
