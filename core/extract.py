@@ -39,8 +39,11 @@ class CoarseToFine:
     (a bump rises above its nearest sample by at most slope × distance); the blocks kept at the last stride are
     evaluated at every grid point. Then every last-stride block whose exactly evaluated boundary points show the
     surface entering it is evaluated too, until no block is pulled in: each surface piece that touches an
-    evaluated block is traced completely. What remains unseen is a separate piece, smaller than a block of its
-    level, that no sample of that level comes that close to.
+    evaluated block is traced completely. So the mesh is the dense one minus, at most, whole separate pieces
+    that lie between the samples (no sample inside them) while the field at every sample around them stays
+    further below the threshold than the margin allows for: pieces thinner than the sample spacing in at least
+    one direction, such as a steep speck or a sliver (tests/core/test_extract.py shows both; benchmarks/ counts
+    them on full-size fields).
     """
 
     strides: tuple[int, ...] = (4, 2)

@@ -8,6 +8,7 @@ from skimage.measure import marching_cubes
 
 from core.errors import Cancelled, InputError, ModelError
 from core.extract import BATCH_POINTS, CoarseToFine, ExtractionStats, density_grid, extract_mesh
+from tests.meshdiff import compare
 
 THRESHOLD = 25.0
 RADIUS = 0.87
@@ -219,6 +220,33 @@ def test_separate_plate_between_the_finer_samples_is_kept():
     blind = extract_mesh(density, gray, resolution=res, coarse_to_fine=CoarseToFine(strides=(4, 2), margin=0.0))
     assert len(blind.faces) < len(dense.faces) - 5_000
     assert_same_mesh(dense, fast)
+
+
+def test_what_coarse_to_fine_may_miss_is_whole_separate_pieces_between_its_samples():
+    # The documented bound on any difference: the fast mesh is the dense mesh minus whole separate pieces, and
+    # only pieces that lie between the samples, where the field stays further than the margin below the
+    # threshold. Here: two specks around odd grid points and a plate thinner than a cell but 6 cells wide on an
+    # odd grid plane (like the sliver the benchmark's field has), all steep; and a speck on a coarse sample.
+    res = 64
+    cell = 2 * RADIUS / (res - 1)
+
+    def at(*index):
+        return tuple(-RADIUS + i * cell for i in index)
+
+    hidden = [sphere(at(41, 13, 21), 0.45 * cell), sphere(at(45, 51, 33), 0.45 * cell),
+              box(at(37, 30, 30), (0.25 * cell, 3 * cell, 3 * cell))]
+    seen = sphere(at(20, 44, 44), 0.45 * cell)
+    assert 20 in coarse_indices(res, CoarseToFine().strides[0]) and 44 in coarse_indices(res, 4)
+    slope = 3.0 / (0.75 * cell)  # 3 log-units at the nearest samples: far beyond the margin
+    density = density_from_depth(union(sphere((-0.4, 0.0, 0.0), 0.3), seen, *hidden), slope)
+    dense, fast, _, _ = both_meshes(density, res)
+
+    diff = compare(dense.vertices, dense.faces, fast.vertices, fast.faces, cell)
+    assert diff.extra_faces == 0 and diff.partial_pieces == 0
+    assert len(diff.missed_faces) == len(hidden)
+    assert len(fast.faces) == len(dense.faces) - sum(diff.missed_faces)
+    plate = max(diff.missed_extents, key=lambda extent: extent[1])
+    assert plate[0] < 2 and min(plate[1:]) >= 5  # around one grid plane in x, wide in y and z
 
 
 # --- mesh properties --------------------------------------------------------------------------------------
