@@ -5,7 +5,8 @@
 
 Without --model it builds a full-size TripoSR (official dimensions, random weights from a fixed seed) and saves it
 as an official-format checkpoint, so loading is measured too. Each path runs in its own process, so the peak
-memory printed is that path's alone. Two fields are extracted: the image's own field (random weights: noise) and a
+memory printed is that path's alone; the smooth field's extraction ratio comes from both paths taking turns in
+one process (this machine's speed drifts too much between processes minutes apart). Two fields are extracted: the image's own field (random weights: noise) and a
 smooth synthetic field (smooth triplanes); random weights give a nearly constant density, so each field's raw
 density is scaled and shifted (the decoder's last layer) to a trained model's dynamic range with a surface inside.
 The fast meshes are compared with the dense ones. With --reference-code/--reference-python the reference
@@ -13,6 +14,7 @@ TripoSR's own implementation is timed too, on the same model, pixels and smooth 
 """
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -103,14 +105,21 @@ def calibration_for(model, scene_code) -> list:
     return [float(scale), float(level - scale * np.quantile(raw, 1.0 - INSIDE_FRACTION))]
 
 
+@contextlib.contextmanager
 def calibrated(model, calibration):
-    """The decoder's density output raw → scale·raw + shift, on a copy of its last layer's weights."""
+    """The decoder's density output raw → scale·raw + shift while inside; its last layer restored after."""
     last = model.decoder.layers[-1]
     weight, bias = last.weight.clone(), last.bias.clone()
     scale, shift = calibration
-    last.weight[0] *= scale
-    last.bias[0] = scale * last.bias[0] + shift
-    return weight, bias
+    with torch.no_grad():
+        last.weight[0] *= scale
+        last.bias[0] = scale * last.bias[0] + shift
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            last.weight.copy_(weight)
+            last.bias.copy_(bias)
 
 
 def peak_rss_mb() -> float:
@@ -128,13 +137,12 @@ def timed(fn):
 
 
 def run_path(args) -> dict:
-    """One path in this process: load, prepare, encode by stage, extract both fields; writes meshes + JSON."""
+    """One path in this process: load, prepare, encode by stage, extract both fields; writes meshes + JSON. The
+    fast path then extracts the smooth field with both paths in turn (see ratio_runs)."""
     out = Path(args.out)
     chunk, coarse_to_fine = PATHS[args.path]
     report = {"path": args.path}
     model, report["load_s"] = timed(lambda: load_model(args.model, device="cpu", allow_download=False))
-    if chunk:
-        model.query_chunk_size = chunk
     pixels, report["prepare_s"] = timed(lambda: prepare_image(args.image))
     with torch.inference_mode(), model._autocast():
         resized = model.resize_images(torch.from_numpy(pixels)[None])
@@ -143,43 +151,57 @@ def run_path(args) -> dict:
         codes, report["upsample_s"] = timed(lambda: model.scene_codes(tokens).float())
     fields = {"image": codes[0], "smooth": smooth_scene_code(codes[0])}
     calibrations = json.loads(args.calibrations) if args.calibrations else {}
-    last = model.decoder.layers[-1]
 
-    def extract(name, resolution):
-        code = fields[name]
-        original = None
+    def extract(name, resolution, path=args.path):
         if name == "smooth" or args.calibrate:  # the smooth field is synthetic: always calibrate it
             if name not in calibrations:
-                calibrations[name] = calibration_for(model, code)
-            original = calibrated(model, calibrations[name])
-        key = f"{name}_{resolution}"
-        for _ in range(args.repeat if (name, resolution) == ("smooth", args.resolution) else 1):
-            stats = ExtractionStats()
-            if coarse_to_fine:  # the engine: coarse-to-fine, grid points through TripoSR.grid_density
-                mesh, seconds = timed(lambda: model.extract_mesh(code, resolution, stats=stats))
-            else:  # the reference's way: every grid point through query()
-                mesh, seconds = timed(lambda: extract_mesh(
-                    lambda p: model.query(code, p)[0], lambda p: model.query(code, p)[1], resolution=resolution,
-                    radius=model.config.renderer.radius, coarse_to_fine=False, stats=stats))
-            if key not in report or seconds < report[key]["extract_s"]:
-                report[key] = {"extract_s": seconds, "grid_s": stats.grid_seconds,
-                               "mc_s": stats.marching_cubes_seconds, "color_s": stats.color_seconds,
-                               "evaluations": stats.density_evaluations + stats.color_evaluations,
-                               "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
-        np.savez(out / f"{args.path}_{key}.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.colors)
-        if original is not None:
-            last.weight.copy_(original[0])
-            last.bias.copy_(original[1])
+                calibrations[name] = calibration_for(model, fields[name])
+            with calibrated(model, calibrations[name]):
+                return extract_field(model, fields[name], resolution, path)
+        return extract_field(model, fields[name], resolution, path)
 
     for name in fields:
-        extract(name, args.resolution)
+        mesh, report[f"{name}_{args.resolution}"] = extract(name, args.resolution)
+        np.savez(out / f"{args.path}_{name}_{args.resolution}.npz", vertices=mesh.vertices, faces=mesh.faces)
     report["peak_mb"] = peak_rss_mb()
-    if args.hires and coarse_to_fine:
-        extract("smooth", args.hires)  # the noise field at 512 would be ~40M faces
+    if coarse_to_fine and args.hires:
+        _, report[f"smooth_{args.hires}"] = extract("smooth", args.hires)  # the noise field would be ~40 M faces
         report["peak_hires_mb"] = peak_rss_mb()
+    if coarse_to_fine:
+        report["ratio_runs"] = ratio_runs(lambda path: extract("smooth", args.resolution, path)[1], args.repeat)
     report["calibrations"] = calibrations
     (out / f"{args.path}.json").write_text(json.dumps(report))
     return report
+
+
+def ratio_runs(extract, repeat: int) -> dict:
+    """The smooth field extracted by the dense and the fast path in turn, `repeat` times each, in one process:
+    this machine's speed drifts by tens of percent over minutes, so the two paths' own runs (minutes apart, in
+    separate processes) are not comparable enough for a ratio. Each path's fastest run is kept."""
+    best = {}
+    for _ in range(repeat):
+        for path in PATHS:
+            record = extract(path)
+            if path not in best or record["extract_s"] < best[path]["extract_s"]:
+                best[path] = record
+    return best
+
+
+def extract_field(model, code, resolution: int, path: str):
+    """One extraction by one path → (mesh, its timings and counts)."""
+    chunk, coarse_to_fine = PATHS[path]
+    stats = ExtractionStats()
+    if coarse_to_fine:  # the engine: coarse-to-fine, grid points through TripoSR.grid_density
+        mesh, seconds = timed(lambda: model.extract_mesh(code, resolution, stats=stats))
+    else:  # the reference's way: every grid point through query(), in chunks of 8192
+        default_chunk, model.query_chunk_size = model.query_chunk_size, chunk
+        mesh, seconds = timed(lambda: extract_mesh(
+            lambda p: model.query(code, p)[0], lambda p: model.query(code, p)[1], resolution=resolution,
+            radius=model.config.renderer.radius, coarse_to_fine=False, stats=stats))
+        model.query_chunk_size = default_chunk
+    return mesh, {"extract_s": seconds, "grid_s": stats.grid_seconds, "mc_s": stats.marching_cubes_seconds,
+                  "color_s": stats.color_seconds, "evaluations": stats.density_evaluations + stats.color_evaluations,
+                  "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
 
 
 def compare(out: Path, key: str, resolution: int) -> str:
@@ -218,23 +240,30 @@ def print_table(dense: dict, fast: dict, reference: dict | None, args, out: Path
         row(label, dense[key], fast[key], reference.get(key) if key == "load_s" else None)
     encode = {p: r["vit_s"] + r["backbone_s"] + r["upsample_s"] for p, r in (("dense", dense), ("fast", fast))}
     row("image → scene codes", encode["dense"], encode["fast"], reference.get("encode_s"))
+    runs = fast["ratio_runs"]
+    extraction = {}
     for field in ("image", "smooth"):
         key = f"{field}_{resolution}"
-        d, f, r = dense[key], fast[key], reference.get(key, {})
+        d, f, r = (runs["dense"], runs["fast"], reference.get(key, {})) if field == "smooth" else (dense[key], fast[key], {})
+        extraction[field] = d["extract_s"], f["extract_s"]
         print(f"-- {field} field at {resolution}³: {f['vertices']:,} vertices, {f['faces']:,} faces; "
               f"{compare(out, key, resolution)}" + (f" (reference code: {r['faces']:,} faces)" if r else ""))
+        if field == "smooth":
+            print(f"   (best of {args.repeat} per path, the two paths taking turns in one process)")
         row("  density grid", d["grid_s"], f["grid_s"], r.get("grid_s"))
         row("  marching cubes", d["mc_s"], f["mc_s"], r.get("mc_s"))
         row("  vertex colours", d["color_s"], f["color_s"], r.get("color_s"))
-        best_of = f" (best of {args.repeat})" if field == "smooth" and args.repeat > 1 else ""
-        row("  mesh extraction total" + best_of, d["extract_s"], f["extract_s"], r.get("extract_s"))
+        row("  mesh extraction total", d["extract_s"], f["extract_s"], r.get("extract_s"))
         print(f"{'  MLP evaluations':42} {d['evaluations']:>20,} {f['evaluations']:>10,} "
               f"{d['evaluations'] / f['evaluations']:6.1f}x")
+    shared_encode = min(encode.values())  # the same code in both paths: the gap between them is the machine's
     for field in ("image", "smooth"):
         key = f"{field}_{resolution}"
-        total = {p: r["prepare_s"] + encode[p] + r[key]["extract_s"] for p, r in (("dense", dense), ("fast", fast))}
+        dense_total, fast_total = (dense["prepare_s"] + shared_encode + extraction[field][0],
+                                   fast["prepare_s"] + shared_encode + extraction[field][1])
         reference_total = reference["encode_s"] + reference[key]["extract_s"] if key in reference else None
-        row(f"image → mesh, {field} field ({resolution}³, no load)", total["dense"], total["fast"], reference_total)
+        row(f"image → mesh, {field} field ({resolution}³, no load)", dense_total, fast_total, reference_total)
+    print(f"   (image → mesh adds the faster of the two paths' encode times, {shared_encode:.2f} s, to both)")
     row(f"peak memory (whole process, up to {resolution}³)", dense["peak_mb"], fast["peak_mb"],
         reference.get("peak_mb"), "MB")
     if hires:
@@ -269,7 +298,7 @@ def main():
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--hires", type=int, default=512, help="also run the fast path at this resolution (0: no)")
     parser.add_argument("--repeat", type=int, default=2,
-                        help="extract the smooth field this many times per path and keep the fastest (default 2)")
+                        help="smooth-field extractions per path for the ratio, the paths taking turns (default 2)")
     parser.add_argument("--reference-code", help="a checkout of the reference TripoSR, to time its own code too")
     parser.add_argument("--reference-python", help="the Python that has the reference's requirements installed")
     parser.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)
