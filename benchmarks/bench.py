@@ -6,11 +6,12 @@
 Without --model it builds a full-size TripoSR (official dimensions, random weights from a fixed seed) and saves it
 as an official-format checkpoint, so loading is measured too. Each path runs in its own process, so the peak
 memory printed is that path's alone; the smooth field's extraction ratio comes from both paths taking turns in
-one process (this machine's speed drifts too much between processes minutes apart). Two fields are extracted: the image's own field (random weights: noise) and a
-smooth synthetic field (smooth triplanes); random weights give a nearly constant density, so each field's raw
-density is scaled and shifted (the decoder's last layer) to a trained model's dynamic range with a surface inside.
-The fast meshes are compared with the dense ones. With --reference-code/--reference-python the reference
-TripoSR's own implementation is timed too, on the same model, pixels and smooth field (reference_triposr.py).
+one process (this machine's speed drifts too much between processes minutes apart). Two fields are extracted:
+the image's own field (random weights: noise) and a smooth synthetic field (smooth triplanes); random weights
+give a nearly constant density, so each field's raw density is scaled and shifted (the decoder's last layer) to
+a trained model's dynamic range with a surface inside. The fast meshes are compared with the dense ones. With
+--reference-code/--reference-python the reference TripoSR's own implementation is timed too, on the same model,
+pixels and smooth field (reference_triposr.py).
 """
 
 import argparse
