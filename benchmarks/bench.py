@@ -245,7 +245,10 @@ def print_table(dense: dict, fast: dict, reference: dict | None, args, out: Path
     extraction = {}
     for field in ("image", "smooth"):
         key = f"{field}_{resolution}"
-        d, f, r = (runs["dense"], runs["fast"], reference.get(key, {})) if field == "smooth" else (dense[key], fast[key], {})
+        if field == "smooth":
+            d, f, r = runs["dense"], runs["fast"], reference.get(key, {})
+        else:
+            d, f, r = dense[key], fast[key], {}
         extraction[field] = d["extract_s"], f["extract_s"]
         print(f"-- {field} field at {resolution}³: {f['vertices']:,} vertices, {f['faces']:,} faces; "
               f"{compare(out, key, resolution)}" + (f" (reference code: {r['faces']:,} faces)" if r else ""))
