@@ -268,7 +268,8 @@ def _local_slope(log_values: np.ndarray) -> np.ndarray:
     blocks = len(log_values) - 1
     slope = np.zeros((blocks,) * 3, np.float32)
     for axis in range(3):
-        step = np.abs(np.diff(log_values, axis=axis))  # one axis has `blocks` entries, the others blocks + 1
+        with np.errstate(invalid="ignore"):  # inf − inf where the density overflowed: NaN, skipped like the rest
+            step = np.abs(np.diff(log_values, axis=axis))  # one axis has `blocks` entries, the others blocks + 1
         for offsets in itertools.product((0, 1), repeat=2):
             index = [slice(None)] * 3
             others = [a for a in range(3) if a != axis]

@@ -249,6 +249,21 @@ def test_what_coarse_to_fine_may_miss_is_whole_separate_pieces_between_its_sampl
     assert plate[0] < 2 and min(plate[1:]) >= 5  # around one grid plane in x, wide in y and z
 
 
+@pytest.mark.filterwarnings("error")
+def test_densities_that_overflow_to_infinity_change_nothing():
+    # exp(raw − 1) overflows float32 for raw > 89: a field that does inside a sphere's core still gives the
+    # dense mesh, silently.
+    base = density_from_depth(sphere((0.0, 0.1, 0.0), 0.5), slope=40.0)
+
+    def density(points):
+        values = base(points)
+        return torch.where(values > 1e6, torch.inf, values)
+
+    dense, fast, _, _ = both_meshes(density, 64)
+    assert np.isfinite(dense.vertices).all()
+    assert_same_mesh(dense, fast)
+
+
 # --- mesh properties --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("coarse_to_fine", [False, True])
