@@ -2,7 +2,6 @@
 
 import builtins
 import dataclasses
-import hashlib
 import os
 import pickle
 import re
@@ -17,7 +16,7 @@ from core.config import ModelConfig, load_config, save_config
 from core.errors import ModelError
 from core.model import TripoSR
 from core.weights import PINNED_REVISIONS, load_model, official_state_dict, resolve_device
-from tests.hub import git_blob_sha1
+from tests.hub import add_to_hub_cache, tiny_hub_files
 
 OFFICIAL_CONFIG = {
     "cond_image_size": 512,
@@ -280,32 +279,6 @@ def test_devices():
 
 
 # The Hugging Face cache (a real huggingface_hub cache layout; no network: allow_download=False)
-
-
-def add_to_hub_cache(cache: Path, repo_id: str, revision: str, files: dict, ref: str = "main") -> Path:
-    """Lay out files as huggingface_hub stores them: blobs named by sha256 (LFS) or git sha1, snapshot symlinks."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / ref).write_text(revision)
-    for name, (data, blob_name) in files.items():
-        blob = repo / "blobs" / blob_name
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = repo / "snapshots" / revision / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    return repo / "snapshots" / revision
-
-
-def tiny_hub_files(tiny_model_dir, corrupt_checkpoint=False):
-    files = {}
-    for name in ("config.yaml", "vit_config.json", "model.ckpt"):
-        data = (tiny_model_dir / name).read_bytes()
-        blob = hashlib.sha256(data).hexdigest() if name == "model.ckpt" else git_blob_sha1(data)
-        if corrupt_checkpoint and name == "model.ckpt":
-            data = data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:]
-        files[name] = (data, blob)
-    return files
 
 
 def test_loads_from_hub_cache_without_network(tiny_model_dir, tmp_path):

@@ -1,8 +1,6 @@
 """The network is touched only to download a model that is not cached yet: a model already in a real
 huggingface_hub cache loads through the worker without one connection to the hub, even with downloads allowed."""
 
-import hashlib
-import os
 import shutil
 import socket
 import threading
@@ -13,11 +11,10 @@ import pytest
 from core.errors import ModelError
 from core.pipeline import GenerateSettings
 from core.worker import ModelSpec, WorkerClient
-from tests.hub import git_blob_sha1
+from tests.hub import add_to_hub_cache, tiny_hub_files
 
 REPO_ID = "tester/tiny-triposr"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
-FILES = ("config.yaml", "model.ckpt", "vit_config.json")
 
 
 class CountingServer:
@@ -52,21 +49,8 @@ def hub(monkeypatch):
     server.close()
 
 
-def hub_cache(root: Path, model_dir: Path, *, refs=("main",)) -> Path:
-    """huggingface_hub's own layout: blobs named by content hash, snapshot links, refs naming the commit."""
-    repo = root / f"models--{REPO_ID.replace('/', '--')}"
-    (repo / "blobs").mkdir(parents=True)
-    snapshot = repo / "snapshots" / REVISION
-    snapshot.mkdir(parents=True)
-    for name in FILES:
-        data = (model_dir / name).read_bytes()
-        blob = repo / "blobs" / (hashlib.sha256(data).hexdigest() if name.endswith(".ckpt") else
-                                 git_blob_sha1(data))
-        blob.write_bytes(data)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo / "refs").mkdir()
-    for ref in refs:
-        (repo / "refs" / ref).write_text(REVISION)
+def hub_cache(root: Path, model_dir: Path) -> Path:
+    add_to_hub_cache(root, REPO_ID, REVISION, tiny_hub_files(model_dir))
     return root
 
 
