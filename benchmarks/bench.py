@@ -141,7 +141,7 @@ def run_path(args) -> dict:
     """One path in this process: load, prepare, encode by stage, extract both fields; writes meshes + JSON. The
     fast path then extracts the smooth field with both paths in turn (see ratio_runs)."""
     out = Path(args.out)
-    chunk, coarse_to_fine = PATHS[args.path]
+    coarse_to_fine = PATHS[args.path][1]
     report = {"path": args.path}
     model, report["load_s"] = timed(lambda: load_model(args.model, device="cpu", allow_download=False))
     pixels, report["prepare_s"] = timed(lambda: prepare_image(args.image))
@@ -196,10 +196,12 @@ def extract_field(model, code, resolution: int, path: str):
         mesh, seconds = timed(lambda: model.extract_mesh(code, resolution, stats=stats))
     else:  # the reference's way: every grid point through query(), in chunks of 8192
         default_chunk, model.query_chunk_size = model.query_chunk_size, chunk
-        mesh, seconds = timed(lambda: extract_mesh(
-            lambda p: model.query(code, p)[0], lambda p: model.query(code, p)[1], resolution=resolution,
-            radius=model.config.renderer.radius, coarse_to_fine=False, stats=stats))
-        model.query_chunk_size = default_chunk
+        try:
+            mesh, seconds = timed(lambda: extract_mesh(
+                lambda p: model.query(code, p)[0], lambda p: model.query(code, p)[1], resolution=resolution,
+                radius=model.config.renderer.radius, coarse_to_fine=False, stats=stats))
+        finally:
+            model.query_chunk_size = default_chunk
     return mesh, {"extract_s": seconds, "grid_s": stats.grid_seconds, "mc_s": stats.marching_cubes_seconds,
                   "color_s": stats.color_seconds, "evaluations": stats.density_evaluations + stats.color_evaluations,
                   "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
