@@ -17,19 +17,21 @@ def test_modal_steps_start_poll_with_progress_finish(ext):
     assert ext.generate.active_job() is job
     assert not bpy.ops.image_to_mesh.generate.poll()  # a second Generate is refused while one runs
 
-    seen = []
+    # One poll handles every event that arrived since the last, so sampling job.stage between polls can miss a
+    # stage the tiny model passes in milliseconds: record what each handled event left the job showing.
+    handled, handle = [], job._handle
+    job._handle = lambda event: (handle(event), handled.append((job.stage, job.progress)))
     while not job.poll():
         ext.generate.show_status(bpy.context, job)
         status = bpy.context.window_manager.image_to_mesh_job
-        assert status.running and status.stage == job.stage
-        seen.append((job.stage, job.progress))
+        assert status.running and status.stage == job.stage and status.progress == pytest.approx(job.progress)
         time.sleep(0.01)
     assert data_names() == before  # nothing is added before finish
-    stages = [stage for stage, _ in seen]
+    stages = [stage for stage, _ in handled]
     for stage in ("Preparing image", "Encoding image", "Extracting mesh"):
         assert stage in stages
-    assert stages.index("Encoding image") < stages.index("Extracting mesh")
-    assert all(0.0 <= fraction <= 1.0 for _, fraction in seen)
+    assert stages.index("Preparing image") < stages.index("Encoding image") < stages.index("Extracting mesh")
+    assert all(0.0 <= fraction <= 1.0 for _, fraction in handled)
 
     obj = job.finish(bpy.context)
     ext.generate.show_status(bpy.context, None, result="done")
