@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from core.extract import ExtractionStats, extract_mesh  # noqa: E402
 from core.preprocess import prepare_image  # noqa: E402
 from core.weights import load_model, official_state_dict  # noqa: E402
-from fields import smooth_scene_code  # noqa: E402
+from shared import peak_rss_mb, smooth_scene_code, timed  # noqa: E402
 from tests.meshdiff import compare as mesh_diff  # noqa: E402
 
 INSIDE_FRACTION = 0.15  # of the grid above the threshold in a calibrated field
@@ -85,9 +84,8 @@ def save_random_model(folder: Path) -> dict:
     for layer in model.decoder.layers:  # the default init makes a 9-layer MLP all but constant
         torch.nn.init.normal_(layer.weight, std=1.5 * (2.0 / layer.in_features) ** 0.5)
     (folder / "config.yaml").write_text(OFFICIAL_CONFIG)
-    started = time.perf_counter()
-    torch.save(official_state_dict(model), folder / "model.ckpt")
-    return {"save_s": time.perf_counter() - started, "ckpt_mb": (folder / "model.ckpt").stat().st_size / 2**20}
+    _, seconds = timed(lambda: torch.save(official_state_dict(model), folder / "model.ckpt"))
+    return {"save_s": seconds, "ckpt_mb": (folder / "model.ckpt").stat().st_size / 2**20}
 
 
 def calibration_for(model, scene_code) -> list:
@@ -121,20 +119,6 @@ def calibrated(model, calibration):
         with torch.no_grad():
             last.weight.copy_(weight)
             last.bias.copy_(bias)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM; ru_maxrss would include the parent's peak from before exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
-
-
-def timed(fn):
-    started = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - started
 
 
 def run_path(args) -> dict:

@@ -7,13 +7,12 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fields import smooth_scene_code
+from shared import peak_rss_mb, smooth_scene_code, timed
 
 # facebook/dino-vitb16's config.json: the reference fetches it from the hub even for a local model folder.
 DINO_CONFIG = {"architectures": ["ViTModel"], "model_type": "vit", "hidden_size": 768, "num_hidden_layers": 12,
@@ -30,12 +29,6 @@ def offline_hub_with_dino_config(home: Path) -> None:
     (repo / "snapshots" / revision).mkdir(parents=True)
     (repo / "snapshots" / revision / "config.json").write_text(json.dumps(DINO_CONFIG))
     os.environ.update(HF_HOME=str(home), HF_HUB_OFFLINE="1")
-
-
-def timed(fn):
-    started = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - started
 
 
 def main():
@@ -76,8 +69,7 @@ def main():
                    "vertices": len(vertices), "faces": len(faces)}
             best = run if best is None or run["extract_s"] < best["extract_s"] else best
     report[f"smooth_{args.resolution}"] = best
-    report["peak_mb"] = [int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines()
-                         if line.startswith("VmHWM:")][0]
+    report["peak_mb"] = peak_rss_mb()
     Path(args.out).write_text(json.dumps(report))
 
 
