@@ -4,10 +4,17 @@ import hashlib
 import os
 from pathlib import Path
 
+TINY_MODEL_FILES = ("config.yaml", "vit_config.json", "model.ckpt")
+
 
 def git_blob_sha1(data: bytes) -> str:
     """Git's blob hash: the hub's ETag for a small (non-LFS) file, and its blob name in the hub cache."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def blob_name(name: str, data: bytes) -> str:
+    """The hub's name for a file's content: sha256 for the checkpoint (a Git LFS file), git's blob sha1 otherwise."""
+    return hashlib.sha256(data).hexdigest() if name.endswith(".ckpt") else git_blob_sha1(data)
 
 
 def add_to_hub_cache(cache: Path, repo_id: str, revision: str, files: dict, ref: str = "main") -> Path:
@@ -29,9 +36,9 @@ def tiny_hub_files(tiny_model_dir, corrupt_checkpoint=False) -> dict:
     """The tiny fixture's files for add_to_hub_cache: {name: (bytes, blob name)}; a corrupt checkpoint keeps the
     blob name of the good one, as a damaged download would."""
     files = {}
-    for name in ("config.yaml", "vit_config.json", "model.ckpt"):
+    for name in TINY_MODEL_FILES:
         data = (tiny_model_dir / name).read_bytes()
-        blob = hashlib.sha256(data).hexdigest() if name == "model.ckpt" else git_blob_sha1(data)
+        blob = blob_name(name, data)
         if corrupt_checkpoint and name == "model.ckpt":
             data = data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:]
         files[name] = (data, blob)

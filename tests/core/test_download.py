@@ -1,7 +1,6 @@
 """Downloads from a hub that misbehaves: a loopback server speaking the part of the Hugging Face hub protocol that
 hf_hub_download uses (HEAD for the metadata, GET with Range for the bytes), driven by the real huggingface_hub."""
 
-import hashlib
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,11 +13,10 @@ import torch
 
 from core.errors import ModelError
 from core.weights import load_model
-from tests.hub import git_blob_sha1
+from tests.hub import TINY_MODEL_FILES, blob_name
 
 REPO_ID = "tester/tiny-triposr"
 REVISION = "89abcdef0123456789abcdef0123456789abcdef"
-FILES = ("config.yaml", "vit_config.json", "model.ckpt")
 
 
 class FakeHub(ThreadingHTTPServer):
@@ -29,7 +27,7 @@ class FakeHub(ThreadingHTTPServer):
 
     def __init__(self, model_dir: Path):
         super().__init__(("127.0.0.1", 0), _HubHandler)
-        self.files = {name: (model_dir / name).read_bytes() for name in FILES}
+        self.files = {name: (model_dir / name).read_bytes() for name in TINY_MODEL_FILES}
         self.drop_after: dict[str, int] = {}
         self.corrupt: dict[str, int] = {}
         self.gets: list[tuple[str, str | None]] = []
@@ -57,11 +55,11 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _send_headers(self, name, data, status=200, start=0):
         self.send_response(status)
         self.send_header("X-Repo-Commit", REVISION)
-        if name.endswith(".ckpt"):  # a Git LFS file: the hub names it by its sha256
-            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
+        if name.endswith(".ckpt"):  # a Git LFS file
+            self.send_header("X-Linked-Etag", f'"{blob_name(name, data)}"')
             self.send_header("X-Linked-Size", str(len(data)))
         else:
-            self.send_header("ETag", f'"{git_blob_sha1(data)}"')
+            self.send_header("ETag", f'"{blob_name(name, data)}"')
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(data) - start))
@@ -119,9 +117,9 @@ def test_download_fills_the_cache_and_loads(hub, tiny_model_dir, tmp_path):
     model = load_model(REPO_ID, revision=REVISION, device="cpu", cache_dir=tmp_path)
     expected = torch.from_numpy(np.load(tiny_model_dir / "query_density_act.npy"))[:, 0]
     torch.testing.assert_close(fixture_density(model, tiny_model_dir), expected, rtol=1e-4, atol=0)
-    assert sorted(name for name, _ in hub.gets) == sorted(FILES)
+    assert sorted(name for name, _ in hub.gets) == sorted(TINY_MODEL_FILES)
     load_model(REPO_ID, revision=REVISION, device="cpu", cache_dir=tmp_path)  # from the cache now
-    assert len(hub.gets) == len(FILES)
+    assert len(hub.gets) == len(TINY_MODEL_FILES)
 
 
 def test_a_connection_dropped_mid_file_resumes_where_it_stopped(hub, tiny_model_dir, tmp_path, monkeypatch):
@@ -151,6 +149,6 @@ def test_a_download_that_stays_corrupt_is_refused_and_not_kept(hub, tmp_path):
     hub.corrupt["model.ckpt"] = 2
     with pytest.raises(ModelError, match="model.ckpt of tester/tiny-triposr .* failed its integrity check twice"):
         load_model(REPO_ID, revision=REVISION, device="cpu", cache_dir=tmp_path)
-    checkpoint_blob = hashlib.sha256(hub.files["model.ckpt"]).hexdigest()
+    checkpoint_blob = blob_name("model.ckpt", hub.files["model.ckpt"])
     assert checkpoint_blob not in cached_files(tmp_path) and "model.ckpt" not in cached_files(tmp_path)
     assert not any(os.path.islink(path) and not path.exists() for path in tmp_path.rglob("model.ckpt"))
