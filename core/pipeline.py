@@ -27,16 +27,22 @@ class GenerateSettings:
             raise InputError(f"Foreground ratio must be between 0.1 and 1, not {self.foreground_ratio!r}.")
 
 
+# The settings the scene code depends on; every other one (resolution, threshold, output options) acts only after
+# encoding, so changing it can re-use the image's scene code (core.scene_cache).
+PREPROCESS_FIELDS = ("remove_background", "foreground_ratio")
 STAGES = ("Preparing image", "Encoding image", "Extracting mesh")
 OOM_RETRIES = 2  # extraction out of GPU memory: retries, each with 4× smaller query chunks
 MIN_QUERY_CHUNK = 1024
 
 
-def generate(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None):
+def generate(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None, *, scene_code=None,
+             on_encoded=None):
     """Image (anything prepare_image accepts) → core.mesh.Mesh in TripoSR's native frame.
 
     progress(stage, fraction) is called as each stage advances; it may raise core.errors.Cancelled to stop the
-    job, which then propagates with nothing left behind."""
+    job, which then propagates with nothing left behind. scene_code: (3, C, H, W), what this model made of this
+    image with the same PREPROCESS_FIELDS before: the image is then neither prepared nor encoded again.
+    on_encoded(scene_code) receives a newly made scene code."""
     from .preprocess import prepare_image
 
     settings = settings or GenerateSettings()
@@ -44,15 +50,20 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
     report = progress or (lambda stage, fraction: None)
     stage = STAGES[0]
     try:
-        report(STAGES[0], 0.0)
-        pixels = prepare_image(
-            image, remove_background=settings.remove_background, foreground_ratio=settings.foreground_ratio
-        )
-        report(STAGES[0], 1.0)
-        stage = STAGES[1]
-        report(STAGES[1], 0.0)
-        images = torch.from_numpy(pixels).unsqueeze(0)
-        scene_code = model.encode(images, progress=lambda fraction: report(STAGES[1], fraction))[0]
+        if scene_code is None:
+            report(STAGES[0], 0.0)
+            pixels = prepare_image(
+                image, remove_background=settings.remove_background, foreground_ratio=settings.foreground_ratio
+            )
+            report(STAGES[0], 1.0)
+            stage = STAGES[1]
+            report(STAGES[1], 0.0)
+            images = torch.from_numpy(pixels).unsqueeze(0)
+            scene_code = model.encode(images, progress=lambda fraction: report(STAGES[1], fraction))[0]
+            if on_encoded is not None:
+                on_encoded(scene_code)
+        else:
+            scene_code = scene_code.to(model.device)
         stage = STAGES[2]
         report(STAGES[2], 0.0)
         mesh = _extract_with_retries(model, scene_code, settings, lambda fraction: report(STAGES[2], fraction))

@@ -28,7 +28,9 @@ Client API (the Blender operator's; the client never imports torch):
     client.poll() -> list of events       non-blocking, for a modal operator's timer. A job ends with exactly
                                           one Result or Failure.
         Progress(stage, fraction)  stage: "Loading model", "Preparing image", "Encoding image", "Extracting mesh"
-        Result(mesh)               core.mesh.Mesh
+        Result(mesh, reused_encoding)  core.mesh.Mesh; reused_encoding: the worker kept the scene code of this
+                                   image (same pixels, model and preprocessing) and only extracted again; such a
+                                   job reports the stage "Re-using encoded image" instead of preparing/encoding
         Failure(error)             an InputError, ModelError, WorkerError or Cancelled: show str(error)
     client.run(image, settings, model, progress=None) -> Mesh
                                           blocking (background mode, scripts). progress(stage, fraction) may
@@ -107,6 +109,7 @@ class Progress:
 @dataclass
 class Result:
     mesh: Mesh
+    reused_encoding: bool = False  # the worker kept this image's scene code and only extracted the mesh again
 
 
 @dataclass
@@ -337,7 +340,7 @@ class WorkerClient:
             if self._cancel_deadline is not None:
                 return Failure(Cancelled("Cancelled."))
             if header["type"] == "result":
-                return Result(Mesh(**arrays))
+                return Result(Mesh(**arrays), bool(header.get("reused_encoding")))
             return Failure(_ERROR_TYPES.get(header.get("error"), WorkerError)(header.get("message", "")))
         was_busy, cancelled = self._busy, self._cancel_deadline is not None
         unaccepted, self._unaccepted = self._unaccepted, None

@@ -16,9 +16,11 @@ import time
 import traceback
 
 from .errors import Cancelled, ImageToMeshError, ModelError, WorkerError
+from .scene_cache import SceneCodeCache, scene_key
 from .worker_protocol import read_message, write_message
 
 LOG_PREFIX = "[image-to-mesh worker "
+REUSE_STAGE = "Re-using encoded image"  # reported instead of preparing and encoding when the scene code is kept
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one stage
 ORPHAN_EXIT_DELAY = 5.0  # seconds a worker whose parent is gone waits for its job to stop before it exits
 
@@ -34,6 +36,7 @@ class _Server:
         self.parent_gone = threading.Event()
         self.model = None
         self.model_spec = None
+        self.scene_codes = SceneCodeCache()
         threading.Thread(target=self._read_requests, args=(requests_in,), daemon=True).start()
 
     def serve(self):
@@ -69,7 +72,7 @@ class _Server:
             progress = self._progress_callback(job)
             model = self._load(header["model"], progress)
             image = arrays.pop("image") if "image" in arrays else header["image_path"]
-            mesh = self._run_pipeline(model, image, header["settings"], progress)
+            mesh, reused = self._run_pipeline(model, image, header, progress)
         except ImageToMeshError as error:
             _log(f"job {job}: {type(error).__name__}: {error}")
             return _error_reply(job, error)
@@ -83,7 +86,7 @@ class _Server:
             text = f"{type(error).__name__}: {error}"[:300]
             return _error_reply(job, WorkerError(f"Generating failed with an unexpected error in the worker ({text}). "
                                                  "This is a bug in Image to Mesh; the worker's log has the details."))
-        return {"type": "result", "job": job}, {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)}
+        return {"type": "result", "job": job, "reused_encoding": reused}, {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)}
 
     def _progress_callback(self, job: int):
         last = {"stage": None, "time": 0.0}
@@ -118,10 +121,21 @@ class _Server:
         progress("Loading model", 1.0)
         return self.model
 
-    def _run_pipeline(self, model, image, settings: dict, progress):
-        from .pipeline import GenerateSettings, generate
+    def _run_pipeline(self, model, image, header: dict, progress):
+        """(mesh, whether a kept scene code stood in for preparing and encoding the image)."""
+        from .pipeline import PREPROCESS_FIELDS, GenerateSettings, generate
 
-        return generate(model, image, GenerateSettings(**settings), progress=progress)
+        settings = GenerateSettings(**header["settings"])
+        try:
+            key = scene_key(image, header["settings"], header["model"], PREPROCESS_FIELDS)
+        except OSError:  # an unreadable file: the pipeline says so
+            key = None
+        scene_code = self.scene_codes.get(key) if key is not None else None
+        if scene_code is not None:
+            progress(REUSE_STAGE, 1.0)
+        mesh = generate(model, image, settings, progress=progress, scene_code=scene_code,
+                        on_encoded=None if key is None else lambda code: self.scene_codes.put(key, code))
+        return mesh, scene_code is not None
 
 
 def _error_reply(job: int, error: ImageToMeshError) -> tuple[dict, dict]:
