@@ -2,6 +2,7 @@
 run.py prepares it (tests/fixtures/triposr_tiny/README.md lists its steps), from whatever picture a user
 hands us."""
 
+import contextlib
 import math
 import os
 import warnings
@@ -124,16 +125,24 @@ def check_image_file(path) -> None:
     path = Path(path)
     _check_file_head(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as pil:
-                _check_size(pil.width, pil.height, str(path))
+        with _opened(path):
+            pass
     except Image.DecompressionBombError as err:
         raise InputError(_too_large_message(path, err)) from err
     except UnidentifiedImageError as err:
         raise InputError(_unreadable_message(path)) from err
     except OSError as err:
         raise InputError(f"Cannot read the image file {path}: {err.strerror or err}.") from err
+
+
+@contextlib.contextmanager
+def _opened(path: Path):
+    """Pillow's image of the file, not yet decoded, once its size is known to be usable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as pil:
+            _check_size(pil.width, pil.height, str(path))
+            yield pil
 
 
 def _too_large_message(path: Path, error) -> str:
@@ -166,13 +175,10 @@ def _rgba_from_file(path: Path) -> np.ndarray:
     # Pillow raises a zoo of exception types (OSError, SyntaxError, ValueError, struct.error, ...) on damaged
     # files; every one of them means the same thing to a user.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as pil:
-                _check_size(pil.width, pil.height, str(path))
-                # JPEG decodes at 1/2, 1/4 or 1/8 scale directly; a no-op for other formats
-                pil.draft(None, _shrunk_size(pil.width, pil.height))
-                return _rgba_from_pil(pil, str(path))
+        with _opened(path) as pil:
+            # JPEG decodes at 1/2, 1/4 or 1/8 scale directly; a no-op for other formats
+            pil.draft(None, _shrunk_size(pil.width, pil.height))
+            return _rgba_from_pil(pil, str(path))
     except InputError:
         raise
     except Image.DecompressionBombError as err:

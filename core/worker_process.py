@@ -86,7 +86,8 @@ class _Server:
             text = f"{type(error).__name__}: {error}"[:300]
             return _error_reply(job, WorkerError(f"Generating failed with an unexpected error in the worker ({text}). "
                                                  "This is a bug in Image to Mesh; the worker's log has the details."))
-        return {"type": "result", "job": job, "reused_encoding": reused}, {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)}
+        arrays = {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)}
+        return {"type": "result", "job": job, "reused_encoding": reused}, arrays
 
     def _progress_callback(self, job: int):
         last = {"stage": None, "time": 0.0}
@@ -127,7 +128,7 @@ class _Server:
 
         settings = GenerateSettings(**header["settings"])
         try:
-            key = scene_key(image, header["settings"], header["model"], PREPROCESS_FIELDS)
+            key = scene_key(image, dataclasses.asdict(settings), header["model"], PREPROCESS_FIELDS)
         except OSError:  # an unreadable file: the pipeline says so
             key = None
         scene_code = self.scene_codes.get(key) if key is not None else None
