@@ -183,7 +183,7 @@ def show_status(context, job: GenerateJob | None, *, error: str = "", result: st
     status.result = result
     workspace = context.workspace
     if workspace is not None:
-        text = f"Image to Mesh: {job.stage} {job.progress:.0%} {job.detail}".rstrip() + "  (Esc to cancel)"
+        text = f"Image to Mesh: {status.stage} {status.progress:.0%} {status.detail}  (Esc to cancel)"
         workspace.status_text_set(text if status.running else None)
     for window in context.window_manager.windows:
         for area in window.screen.areas:

@@ -4,6 +4,7 @@ import hashlib
 import io
 import os
 import random
+import socket
 import threading
 import time
 import zipfile
@@ -157,3 +158,26 @@ class _HubHandler(BaseHTTPRequestHandler):
             self.wfile.write(data[offset:offset + step])
             self.wfile.flush()
             time.sleep(max(0.0, started + (offset + step) / rate - time.monotonic()))
+
+
+class CountingServer:
+    """A loopback port that accepts and counts every connection (a closed port would hide a contact: the hub
+    client falls back to its cache silently)."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self):
+        self.socket.close()

@@ -182,3 +182,61 @@ def test_the_checkpoint_is_hashed_once_until_it_changes(tiny_model_dir, tmp_path
     with pytest.raises(ModelError, match="damaged .* has been deleted"):
         load_model(REPO_ID, revision=REVISION, device="cpu", cache_dir=tmp_path, allow_download=False)
     assert not blob.exists() and not blob.with_name(blob.name + ".verified.json").exists()
+
+
+def test_through_the_worker_a_slow_download_is_no_hang_and_a_cancelled_one_resumes(hub, tiny_model_dir, tmp_path):
+    from core.pipeline import GenerateSettings
+    from core.worker import Failure, ModelSpec, Progress, Result, WorkerClient
+
+    checkpoint = slow_checkpoint(hub)
+    image, settings = tiny_model_dir / "input.png", GenerateSettings(resolution=32)
+    spec = ModelSpec(source=REPO_ID, revision=REVISION, device="cpu", cache_dir=str(tmp_path))
+    client = WorkerClient()
+
+    def events_until_the_end(cancel_at=None):
+        events = []
+        while not events or not isinstance(events[-1], (Result, Failure)):
+            events += client.poll()
+            downloaded = [e for e in events if isinstance(e, Progress) and e.detail.startswith("model.ckpt")]
+            if cancel_at is not None and downloaded and downloaded[-1].fraction > cancel_at:
+                client.cancel()
+            time.sleep(0.02)
+        return events
+
+    try:
+        client.run(image, settings, ModelSpec(source=str(tiny_model_dir), device="cpu"))  # the worker is up
+        # The download takes about 3.4 s; the worker would be taken for hung after 1 s without news.
+        client.timeouts.loading = 1.0
+        client.submit(image, settings, spec)
+        events = events_until_the_end(cancel_at=1 / 3)
+        assert isinstance(events[-1], Failure) and type(events[-1].error) is Cancelled
+        [partial] = partial_files(tmp_path)
+        kept = partial.stat().st_size
+        assert len(checkpoint) // 3 < kept < len(checkpoint)
+
+        client.submit(image, settings, spec)
+        events = events_until_the_end()
+    finally:
+        client.close()
+    assert isinstance(events[-1], Result) and len(events[-1].mesh.vertices) == 11627
+    assert [byte_range for name, byte_range in hub.gets if name == "model.ckpt"] == [None, f"bytes={kept}-"]
+    shown = [e for e in events if isinstance(e, Progress) and e.detail.startswith("model.ckpt")]
+    assert len(shown) > 10 and {e.stage for e in shown} == {"Downloading model"}
+    assert kept / len(checkpoint) <= shown[0].fraction and shown[-1].fraction == 1.0
+    assert shown[-1].detail.startswith("model.ckpt: 3.41MB of 3.41MB, ") and "B/s" in shown[-1].detail
+
+
+def test_the_command_line_shows_the_download(hub, tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    checkpoint = slow_checkpoint(hub)
+    result = subprocess.run(
+        [sys.executable, "-m", "core", tiny_model_dir / "input.png", "-o", tmp_path / "out", "--model", REPO_ID,
+         "--resolution", "32", "--device", "cpu"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, HF_HUB_CACHE=str(tmp_path / "hub")))
+    assert result.returncode == 0, result.stderr
+    assert "model.ckpt: 100%" in result.stderr and "3.41M/3.41M" in result.stderr and "MB/s]" in result.stderr
+    blobs = tmp_path / "hub" / f"models--{REPO_ID.replace('/', '--')}" / "blobs"
+    assert (blobs / blob_name("model.ckpt", checkpoint)).is_file()  # in the standard cache, shared with the add-on
