@@ -123,17 +123,17 @@ def _fetch(url: str, headers: dict, partial: Path, size: int | None, filename: s
                         if on_progress is not None:
                             on_progress(DownloadProgress(filename, done, size, meter.rate(done)))
         except httpx2.TransportError as error:  # a dropped or stalled connection: resume where it stopped
-            failures = 0 if received else failures + 1
-            if failures >= RETRIES:
-                raise ModelError(f"Downloading {filename} failed {RETRIES} times in a row ({error}). What arrived "
-                                 "is kept: the next try resumes from there.") from None
-            time.sleep(1.0 if not received else 0.0)
-            continue
-        if size is None or done == size:
-            return
-        failures += 1  # the server closed the response early without an error
+            problem = f"{type(error).__name__}: {error}"
+        else:
+            if size is None or done == size:
+                return
+            problem = f"the server stopped at {done} of {size} bytes"
+        failures = 0 if received else failures + 1
         if failures >= RETRIES:
-            raise ModelError(f"Downloading {filename} stopped at {done} of {size} bytes {RETRIES} times in a row.")
+            raise ModelError(f"Downloading {filename} failed {RETRIES} times in a row ({problem}). What arrived is "
+                             "kept: the next try resumes from there.")
+        if not received:
+            time.sleep(1.0)
 
 
 class _Meter:
