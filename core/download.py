@@ -66,6 +66,7 @@ def hub_cache_dir() -> str:
 
 def download_to_cache(repo_id: str, filename: str, revision: str, cache_dir=None, on_progress=None) -> Path:
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.file_download import repo_folder_name
     from huggingface_hub.utils import WeakFileLock, build_hf_headers
 
     cache = Path(cache_dir or hub_cache_dir())
@@ -74,7 +75,7 @@ def download_to_cache(repo_id: str, filename: str, revision: str, cache_dir=None
     if metadata.etag is None or metadata.commit_hash is None:
         raise ModelError(f"{url} did not answer like the Hugging Face hub (no ETag or commit); check HF_ENDPOINT "
                          "and any proxy.")
-    repo_folder = "models--" + repo_id.replace("/", "--")
+    repo_folder = repo_folder_name(repo_id=repo_id, repo_type="model")
     blob = cache / repo_folder / "blobs" / metadata.etag
     if not blob.exists():
         headers = build_hf_headers()
