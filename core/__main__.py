@@ -109,10 +109,12 @@ def _run(items: list[Item], settings: GenerateSettings, args, this_shard: Shard,
 def _load(args, this_shard: Shard):
     from huggingface_hub.utils import logging as hub_logging
 
+    from .download import terminal_progress
     from .weights import load_model
 
     hub_logging.set_verbosity_error()  # the hub client's retry warnings; a failure ends in one message of ours
-    return load_model(args.model, device=_device(args.device, this_shard), allow_download=not args.offline)
+    return load_model(args.model, device=_device(args.device, this_shard), allow_download=not args.offline,
+                      on_download=terminal_progress())
 
 
 def _device(device: str, this_shard: Shard) -> str:

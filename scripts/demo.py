@@ -5,7 +5,7 @@ out/<name>.png with Cycles and exports out/<name>.glb.
     python scripts/demo.py [--image examples/mushroom.png] [--model FOLDER] [--resolution 256]
 
 Without --model (or IMAGE_TO_MESH_MODEL) it uses the official stabilityai/TripoSR weights, downloaded once
-(about 1.7 GB) into the extension's model cache. --offline never downloads.
+(about 1.7 GB) into the Hugging Face cache that the add-on and the command line share. --offline never downloads.
 """
 
 import argparse
@@ -119,11 +119,12 @@ def fetch_weights(source: str, module_name: str, allow_download: bool):
     core_weights = importlib.import_module(f"{module_name}.core.weights")
     errors = importlib.import_module(f"{module_name}.core.errors")
     preferences = importlib.import_module(f"{module_name}.preferences")
+    download = importlib.import_module(f"{module_name}.core.download")
     if allow_download:
-        print(f"Getting {source} (about 1.7 GB on first use; cached in {preferences.model_cache_dir()}) ...",
-              flush=True)
+        print(f"Getting {source} (about 1.7 GB on first use; cached in {download.hub_cache_dir()}) ...", flush=True)
     try:
-        core_weights.find_model_files(source, cache_dir=preferences.model_cache_dir(), allow_download=allow_download)
+        core_weights.find_model_files(source, **preferences.model_caches(), allow_download=allow_download,
+                                      on_download=download.terminal_progress())
     except errors.ModelError as error:
         raise DemoError(
             f"make demo could not get the model weights. {error} For the demo, give the folder with "

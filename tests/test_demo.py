@@ -18,7 +18,9 @@ DEMO = REPO_ROOT / "scripts" / "demo.py"
 
 def demo_env(tmp_path: Path, **extra) -> dict:
     env = {key: value for key, value in os.environ.items() if key != "IMAGE_TO_MESH_MODEL"}
-    env.update(BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"), **extra)
+    # A scratch Blender profile and Hugging Face cache: never the user's own copies of the weights.
+    env.update(BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"), HF_HUB_CACHE=str(tmp_path / "huggingface"),
+               **extra)
     return env
 
 
