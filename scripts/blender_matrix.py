@@ -92,11 +92,14 @@ def build_zip(line: str, torch_source) -> tuple[Path, str | None]:
     full = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     if full.returncode == 0:
         return built_zip(full.stdout), None
-    reason = full.stderr.strip().splitlines()[-1]
+    if full.returncode != package.EXIT_TORCH_UNAVAILABLE:
+        raise SystemExit(f"could not build the zip for Blender {line}:\n{full.stdout}{full.stderr}")
+    # "make package: not built: <platform>, Blender <line>: could not download <torch> for ... . Give ..."
+    reason = full.stderr.strip().splitlines()[-1].split(": ", 3)[-1].split(". ")[0]
     print(reason, flush=True)
     bare = subprocess.run([*command, "--without-torch"], cwd=REPO_ROOT, capture_output=True, text=True)
     if bare.returncode != 0:
-        raise SystemExit(f"could not build the zip for Blender {line}:\n{full.stderr}{bare.stderr}")
+        raise SystemExit(f"could not build the zip for Blender {line} without torch:\n{bare.stdout}{bare.stderr}")
     return built_zip(bare.stdout), f"zip built without torch, worker on an External Python ({reason})"
 
 

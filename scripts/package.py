@@ -87,17 +87,27 @@ def main(argv=None) -> int:
             try:
                 zips.append(build(platform, line, args))
             except BuildError as error:
-                failed.append(f"{platform}, Blender {line}: {error}")
+                failed.append((f"{platform}, Blender {line}", error))
     for path in zips:
         print(f"built {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}"
               f" ({path.stat().st_size / 1e6:.0f} MB)")
-    for message in failed:
-        print(f"make package: not built: {message}", file=sys.stderr)
+    for what, error in failed:
+        print(f"make package: not built: {what}: {error}", file=sys.stderr)
+    if failed and all(isinstance(error, TorchUnavailable) for _, error in failed):
+        return EXIT_TORCH_UNAVAILABLE
     return 1 if failed else 0
 
 
 class BuildError(Exception):
     pass
+
+
+class TorchUnavailable(BuildError):
+    """The CPU torch wheel for that platform and Python could not be had from any source tried."""
+
+
+# make package's exit status when every zip it could not build lacked only its torch wheel.
+EXIT_TORCH_UNAVAILABLE = 3
 
 
 def build(platform: str, line: str, args) -> Path:
@@ -252,7 +262,7 @@ def download_torch(platform, python_version, wheel_dir, spec, torch_source) -> P
             return pip_download(platform, python_version, wheel_dir, [spec], ["--no-deps", *extra], quiet=True)[0]
         except BuildError:
             continue
-    raise BuildError(
+    raise TorchUnavailable(
         f"could not download {spec} for {platform}, Python {python_version}. Give a folder holding the wheel or a "
         f"package index with it: make package TORCH_SOURCE=/path/to/wheels (or TORCH_SOURCE={PYTORCH_CPU_INDEX})."
     )
