@@ -12,8 +12,8 @@ For each release in RELEASES (the newest of each Blender line on PyPI):
 Prints one row per release and exits 1 unless every release made the mesh this checkout's core makes.
 
 Where a line's zip cannot be built for want of its CPU torch wheel (Linux, Python 3.13, no PyTorch CPU index in
-reach), the line is tested with a zip built without torch, the worker running in this Python as the add-on's
-External Python: that tests the add-on in that Blender, not the bundled torch.
+reach), the line is tested with a zip built without torch (kept in the work folder, not dist/), the worker running
+in this Python as the add-on's External Python: that tests the add-on in that Blender, not the bundled torch.
 """
 
 import argparse
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
 
     started = time.monotonic()
     expected = reference_mesh()
-    zips = {line: build_zip(line, args.torch_source) for line in dict.fromkeys(RELEASES.values())}
+    zips = {line: build_zip(line, args.torch_source, args.work_dir) for line in dict.fromkeys(RELEASES.values())}
     rows = []
     for release, line in RELEASES.items():
         print(f"--- Blender {release}", flush=True)
@@ -84,8 +84,9 @@ def reference_mesh() -> tuple[int, int]:
     return len(mesh.vertices), len(mesh.faces)
 
 
-def build_zip(line: str, torch_source) -> tuple[Path, str | None]:
-    """The line's zip in dist/ and, where it had to be built without torch, why."""
+def build_zip(line: str, torch_source, work_dir: Path) -> tuple[Path, str | None]:
+    """The line's zip in dist/ or, where it had to be built without torch, that test build in the work folder and
+    why."""
     command = [sys.executable, str(REPO_ROOT / "scripts" / "package.py"), "--platforms", PLATFORM,
                "--blender-lines", line, *(["--torch-source", torch_source] if torch_source else [])]
     print(f"--- building the zip for Blender {line}", flush=True)
@@ -97,7 +98,8 @@ def build_zip(line: str, torch_source) -> tuple[Path, str | None]:
     # "make package: not built: <platform>, Blender <line>: could not download <torch> for ... . Give ..."
     reason = full.stderr.strip().splitlines()[-1].split(": ", 3)[-1].split(". ")[0]
     print(reason, flush=True)
-    bare = subprocess.run([*command, "--without-torch"], cwd=REPO_ROOT, capture_output=True, text=True)
+    bare = subprocess.run([*command, "--without-torch", "--output-dir", str(work_dir / "zips")], cwd=REPO_ROOT,
+                          capture_output=True, text=True)
     if bare.returncode != 0:
         raise SystemExit(f"could not build the zip for Blender {line} without torch:\n{bare.stdout}{bare.stderr}")
     return built_zip(bare.stdout), f"zip built without torch, worker on an External Python ({reason})"
@@ -105,7 +107,7 @@ def build_zip(line: str, torch_source) -> tuple[Path, str | None]:
 
 def built_zip(package_output: str) -> Path:
     (name,) = [line.split()[1] for line in package_output.splitlines() if line.startswith("built ")]
-    return REPO_ROOT / name
+    return REPO_ROOT / name  # package.py names it relative to the repository, or absolute
 
 
 def run_release(release, line, zip_and_note, interpreters, work_dir: Path, expected) -> dict:
