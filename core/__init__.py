@@ -5,7 +5,7 @@ from .mesh import Mesh
 from .preprocess import prepare_image
 
 # torch-dependent names (and the worker client) load on first use, so `import core` (e.g. for the errors in Blender) does not import torch.
-_LAZY = {"load_model": ".weights", "GenerateSettings": ".pipeline", "generate": ".pipeline",
+_LAZY = {"load_model": ".weights", "GenerateSettings": ".settings", "generate": ".pipeline",
          "ModelSpec": ".worker", "WorkerClient": ".worker"}
 
 

@@ -1,30 +1,12 @@
 """One image → one coloured mesh with a loaded model: prepare the image, encode it, extract the surface."""
 
 import gc
-import math
-from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError, ModelError
+from .errors import ModelError
 from .model import TripoSR
-
-
-@dataclass
-class GenerateSettings:
-    remove_background: bool = True
-    foreground_ratio: float = 0.85
-    resolution: int = 256  # marching-cubes grid per axis
-    threshold: float = 25.0  # iso level on the density
-
-    def validate(self):
-        resolution = self.resolution
-        if not isinstance(resolution, int) or isinstance(resolution, bool) or not 8 <= resolution <= 1024:
-            raise InputError(f"Resolution must be a whole number from 8 to 1024, not {self.resolution!r}.")
-        if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold) or self.threshold <= 0:
-            raise InputError(f"Threshold must be a positive number (TripoSR's default is 25), not {self.threshold!r}.")
-        if not isinstance(self.foreground_ratio, (int, float)) or not 0.1 <= self.foreground_ratio <= 1.0:
-            raise InputError(f"Foreground ratio must be between 0.1 and 1, not {self.foreground_ratio!r}.")
+from .settings import GenerateSettings
 
 
 STAGES = ("Preparing image", "Encoding image", "Extracting mesh")

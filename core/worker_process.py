@@ -119,7 +119,8 @@ class _Server:
         return self.model
 
     def _run_pipeline(self, model, image, settings: dict, progress):
-        from .pipeline import GenerateSettings, generate
+        from .pipeline import generate
+        from .settings import GenerateSettings
 
         return generate(model, image, GenerateSettings(**settings), progress=progress)
 

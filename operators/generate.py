@@ -5,6 +5,7 @@ mode run the same job synchronously. The job's steps (start, poll, cancel, finis
 tests can drive them directly: timers never fire in the bpy module.
 """
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -15,13 +16,16 @@ from .. import worker_session
 from ..core.errors import Cancelled, ImageToMeshError, InputError, ModelError
 from ..core.worker import Failure, ModelSpec, Progress, Result
 from ..preferences import get_preferences, model_cache_dir, model_source, python_executable
-from ..properties import RESOLUTION, THRESHOLD_DEFAULT, job_status, scene_settings
+from ..core.settings import FOREGROUND_RATIO, REMOVE_BACKGROUND, RESOLUTION, THRESHOLD, GenerateSettings
+from ..properties import bounds, job_status, scene_settings
 from .image_source import checked_file, file_pixels_via_blender, image_pixels, object_name_for
 from .scene_object import add_mesh_object
 
 # Formats core's Pillow loader cannot read; Blender reads them, then its datablock is removed again.
 BLENDER_ONLY_SUFFIXES = {".exr", ".hdr", ".dpx", ".cin", ".jp2", ".j2c"}
 POLL_INTERVAL = 0.1  # seconds between worker polls (timer and synchronous path)
+
+log = logging.getLogger(__name__)
 
 _active_job = None
 
@@ -34,7 +38,7 @@ def active_job():
 class GenerateRequest:
     image: object  # numpy pixels or a file path, as the worker takes them
     name: str  # the new object's name
-    settings: dict  # core.pipeline.GenerateSettings fields (no torch import in Blender's process)
+    settings: dict  # core.settings.GenerateSettings fields
     model: ModelSpec
     at_cursor: bool
 
@@ -96,6 +100,14 @@ class GenerateJob:
     def finish(self, context) -> bpy.types.Object:
         return add_mesh_object(context, self.mesh, self.request.name, at_cursor=self.request.at_cursor)
 
+    def abandon(self):
+        """End the job after an unexpected error: the worker's state is unknown, so it is closed."""
+        self._release()
+        try:
+            worker_session.close()
+        except Exception:  # noqa: BLE001 - already failing; the session holds no client any more either way
+            log.exception("closing the worker after an unexpected error failed")
+
     def _handle(self, event):
         if isinstance(event, Progress):
             self.stage, self.progress = event.stage, float(event.fraction)
@@ -123,6 +135,7 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
     # Blender keeps floats in single precision: 0.85 would arrive as 0.8500000238 and shift the image framing.
     options["foreground_ratio"] = round(float(options["foreground_ratio"]), 6)
     options["threshold"] = round(float(options["threshold"]), 6)
+    GenerateSettings(**options).validate()
     at_cursor = overrides.get("place_at_cursor")
     at_cursor = settings.place_at_cursor if at_cursor is None else at_cursor
 
@@ -189,6 +202,74 @@ def show_status(context, job: GenerateJob | None, *, error: str = "", result: st
                 area.tag_redraw()
 
 
+def end_job(context, job: GenerateJob, report) -> set[str]:
+    """The operator's result for a job that has ended: its object added, or its error shown.
+    report is the operator's report()."""
+    if isinstance(job.error, Cancelled):
+        show_status(context, None)
+        report({"INFO"}, "Generate 3D cancelled; nothing was added.")
+        return {"CANCELLED"}
+    if job.error is not None:
+        fail(context, job.error, report)
+        return {"CANCELLED"}
+    try:
+        obj = job.finish(context)
+    except ImageToMeshError as error:
+        fail(context, error, report)
+        return {"CANCELLED"}
+    summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
+    show_status(context, None, result=summary)
+    report({"INFO"}, summary)
+    return {"FINISHED"}
+
+
+def fail(context, error: ImageToMeshError, report):
+    message = explain(error)
+    show_status(context, None, error=message)
+    report({"ERROR"}, message)
+
+
+class ModalGenerate:
+    """A running interactive Generate: the window-manager timer and the modal steps. Operator instances exist only
+    while Blender runs them (and timers never fire in the bpy module), so tests call modal() here directly."""
+
+    def __init__(self, context, job: GenerateJob, report):
+        self.job, self.report = job, report
+        self.timer = context.window_manager.event_timer_add(POLL_INTERVAL, window=context.window)
+
+    def modal(self, context, event) -> set[str]:
+        try:
+            if event.type == "ESC" and event.value == "PRESS":
+                self.job.request_cancel()
+            if event.type != "TIMER" and not self.job.cancel_requested:
+                return {"PASS_THROUGH"}
+            if not self.job.poll():
+                show_status(context, self.job)
+                return {"RUNNING_MODAL"}
+            self.stop(context)
+            return end_job(context, self.job, self.report)
+        except Exception as error:  # a bug or a broken reply: the job must still end and free the Generate button
+            log.exception("Generate 3D failed")
+            self.stop(context)
+            self.job.abandon()
+            fail(context, ImageToMeshError(
+                f"Generate 3D failed with an unexpected error ({type(error).__name__}: {error}). This is a bug in "
+                "Image to Mesh; the system console has the details. The next Generate starts a new worker."),
+                self.report)
+            return {"CANCELLED"}
+
+    def cancel(self, context):
+        """Blender ends the operator (file loaded, window closed)."""
+        self.stop(context)
+        self.job.cancel()
+        show_status(context, None)
+
+    def stop(self, context):
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            context.window_manager.event_timer_remove(timer)
+
+
 class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
     """Turn the chosen image into a coloured 3D mesh at the 3D cursor"""
 
@@ -198,13 +279,13 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
 
     image: StringProperty(name="Image", description="Name of a Blender image (default: the panel's image)")
     filepath: StringProperty(name="File", description="An image file to use instead", subtype="FILE_PATH")
-    resolution: IntProperty(name="Resolution", description="Marching-cubes grid size", **RESOLUTION)
-    remove_background: BoolProperty(name="Remove Background", default=True)
-    foreground_ratio: FloatProperty(name="Foreground Ratio", min=0.5, max=1.0, default=0.85, subtype="FACTOR")
-    threshold: FloatProperty(name="Density Threshold", min=0.0, soft_max=100.0, default=THRESHOLD_DEFAULT)
+    # No hard min/max: Blender would clamp a script's out-of-range value silently; build_request refuses it.
+    resolution: IntProperty(name="Resolution", description="Marching-cubes grid size", **bounds(RESOLUTION, hard=False))
+    remove_background: BoolProperty(name="Remove Background", default=REMOVE_BACKGROUND)
+    foreground_ratio: FloatProperty(name="Foreground Ratio", subtype="FACTOR", **bounds(FOREGROUND_RATIO, hard=False))
+    threshold: FloatProperty(name="Density Threshold", **bounds(THRESHOLD, hard=False))
 
-    _timer = None
-    _job: GenerateJob | None = None
+    _run: ModalGenerate | None = None
 
     @classmethod
     def poll(cls, context):
@@ -238,7 +319,7 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
             job.cancel()
             show_status(context, None)
             raise
-        return self._end(context, job)
+        return end_job(context, job, self.report)
 
     def invoke(self, context, event):
         if bpy.app.background:
@@ -246,29 +327,16 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
         job = self._start(context)
         if job is None:
             return {"CANCELLED"}
-        self._job = job
-        self._timer = context.window_manager.event_timer_add(POLL_INTERVAL, window=context.window)
+        self._run = ModalGenerate(context, job, self.report)
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
-        job = self._job
-        if event.type == "ESC" and event.value == "PRESS":
-            job.request_cancel()
-        if event.type != "TIMER" and not job.cancel_requested:
-            return {"PASS_THROUGH"}
-        if not job.poll():
-            show_status(context, job)
-            return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        return self._end(context, job)
+        return self._run.modal(context, event)
 
-    def cancel(self, context):  # Blender ends the modal operator (file loaded, window closed)
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-        if self._job is not None:
-            self._job.cancel()
-        show_status(context, None)
+    def cancel(self, context):
+        if self._run is not None:
+            self._run.cancel(context)
 
     def _start(self, context) -> GenerateJob | None:
         overrides = {
@@ -281,29 +349,10 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
             job = GenerateJob(request, python_executable(preferences))
             job.start()
         except ImageToMeshError as error:
-            self._fail(context, error)
+            fail(context, error, self.report)
             return None
         # Remember the choices, so redo (Adjust Last Operation) repeats the same job.
         for name, value in request.settings.items():
             setattr(self, name, value)
         show_status(context, job)
         return job
-
-    def _end(self, context, job: GenerateJob):
-        if isinstance(job.error, Cancelled):
-            show_status(context, None)
-            self.report({"INFO"}, "Generate 3D cancelled; nothing was added.")
-            return {"CANCELLED"}
-        if job.error is not None:
-            self._fail(context, job.error)
-            return {"CANCELLED"}
-        obj = job.finish(context)
-        summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
-        show_status(context, None, result=summary)
-        self.report({"INFO"}, summary)
-        return {"FINISHED"}
-
-    def _fail(self, context, error: ImageToMeshError):
-        message = explain(error)
-        show_status(context, None, error=message)
-        self.report({"ERROR"}, message)
