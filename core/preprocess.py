@@ -12,10 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .background import foreground_alpha
 from .errors import InputError
+from .settings import FOREGROUND_RATIO, MAX_SIDE
 
-# The model resizes its input to 512×512. Working at up to 2048 px keeps the foreground at ≥ 512 px whenever it
-# spans a quarter of the picture, while a float32 RGBA working copy stays ≤ 64 MB.
-MAX_SIDE = 2048
 MIN_SIDE = 16  # the ViT's patch size; anything smaller carries too little to reconstruct
 MAX_ASPECT = 64  # beyond this, downscaling to MAX_SIDE would leave the short side below MIN_SIDE
 # Our own decompression-bomb limit (Pillow's global limit is process-wide state we leave alone): 150 megapixels
@@ -81,7 +79,7 @@ def frame_foreground(rgba: np.ndarray, ratio: float) -> np.ndarray:
         factor = math.ceil(new_side / (2 * MAX_SIDE))
         if side // factor < MIN_FOREGROUND:
             raise InputError(f"foreground_ratio {ratio} would leave the object only a few pixels wide. Use a "
-                             "ratio between 0.5 and 1 (0.85 is the usual).")
+                             f"ratio {FOREGROUND_RATIO.span()} ({FOREGROUND_RATIO.default} is the usual).")
         square = _shrink(square, factor)
         side = square.shape[0]
         new_side = int(side / ratio)

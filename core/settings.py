@@ -25,6 +25,10 @@ RESOLUTION = Limits(default=256, minimum=32, maximum=1024, soft_min=128, soft_ma
 THRESHOLD = Limits(default=25.0, minimum=0.1, soft_max=100.0)  # iso level on the density; ≤ 0 would fill the volume
 FOREGROUND_RATIO = Limits(default=0.85, minimum=0.5, maximum=1.0)  # how much of the model's view the object fills
 REMOVE_BACKGROUND = True
+# Pictures are downscaled to this longest side before anything else. The model resizes its input to 512×512;
+# 2048 px keeps the foreground at ≥ 512 px whenever it spans a quarter of the picture, while a float32 RGBA working
+# copy stays ≤ 64 MB.
+MAX_SIDE = 2048
 
 
 @dataclass

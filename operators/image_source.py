@@ -7,7 +7,7 @@ import bpy
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.preprocess import MAX_SIDE
+from ..core.settings import MAX_SIDE
 
 
 def linear_to_srgb(linear: np.ndarray) -> np.ndarray:

@@ -99,3 +99,28 @@ def test_unload_model_ends_the_worker(ext):
 def test_panels_are_in_the_sidebar_tab(panel):
     cls = getattr(bpy.types, panel)
     assert (cls.bl_space_type, cls.bl_region_type, cls.bl_category) == ("VIEW_3D", "UI", "Image to Mesh")
+
+
+ENABLE_AND_LIST_IMPORTS = r"""
+import json, os, sys, tempfile
+os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp()
+sys.path.insert(0, sys.argv[1])
+import bpy
+from scripts.dev_extension import enable_from_checkout
+enable_from_checkout(sys.argv[1])
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def test_enabling_the_extension_imports_no_heavy_library():
+    """Blender's own process registers the extension without torch, Pillow, scipy or scikit-image (the worker
+    process imports them); measured in a fresh process, as this one has long imported them."""
+    import json
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", ENABLE_AND_LIST_IMPORTS, str(REPO_ROOT)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert "bl_ext" in imported  # the extension was enabled
+    assert imported & {"torch", "PIL", "scipy", "skimage", "huggingface_hub", "yaml"} == set()
