@@ -40,18 +40,18 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
         mesh = _extract_with_retries(model, scene_code, settings, lambda fraction: report(STAGES[2], fraction))
         report(STAGES[2], 1.0)
         return mesh
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError as error:  # torch.OutOfMemoryError (2.5+) is its alias
         retried = ", even with smaller batches" if stage == STAGES[2] else ""  # only the extraction is retried
         raise ModelError(
             f"Out of memory on {model.device} while {stage.lower()}{retried}. Lower the resolution, close other "
             "programs using the GPU, or use the CPU."
-        ) from None
-    except MemoryError:
-        raise ModelError(_out_of_memory_message(stage)) from None
+        ) from error
+    except MemoryError as error:
+        raise ModelError(_out_of_memory_message(stage)) from error
     except RuntimeError as error:  # a torch failure we did not foresee (unsupported op on a backend, ...)
         if "can't allocate memory" in str(error) or "not enough memory" in str(error):  # torch's CPU allocator
-            raise ModelError(_out_of_memory_message(stage)) from None
-        raise ModelError(f"The model failed while {stage.lower()} on {model.device}: {error}") from None
+            raise ModelError(_out_of_memory_message(stage)) from error
+        raise ModelError(f"The model failed while {stage.lower()} on {model.device}: {error}") from error
     finally:
         if model.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -66,7 +66,7 @@ def _extract_with_retries(model: TripoSR, scene_code, settings: GenerateSettings
             try:
                 return model.extract_mesh(scene_code, resolution=settings.resolution, threshold=settings.threshold,
                                           progress=progress)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 if attempt == OOM_RETRIES or model.query_chunk_size <= MIN_QUERY_CHUNK:
                     raise
             # Outside the except block, so the failed attempt's tensors are already released.

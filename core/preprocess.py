@@ -3,7 +3,9 @@ run.py prepares it (REFERENCE.md §6), from whatever picture a user hands us."""
 
 import math
 import os
+import struct
 import warnings
+import zlib
 from numbers import Real
 from pathlib import Path
 
@@ -20,6 +22,10 @@ MAX_ASPECT = 64  # beyond this, downscaling to MAX_SIDE would leave the short si
 # admits a 12000×12000 picture; decoding one that large needs up to 4 bytes a pixel before we downscale it.
 MAX_PIXELS = 150_000_000
 MIN_FOREGROUND = 4  # px, the longer side of the cropped foreground
+
+# What Pillow raises on a damaged or truncated file (its own fuzzing tests list these; UnidentifiedImageError is an
+# OSError). Anything else (MemoryError, a bug) is not the file's fault and propagates as it is.
+DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, NotImplementedError, struct.error, zlib.error)
 
 _EXR_MAGIC = b"v/1\x01"
 _HDR_MAGICS = (b"#?RADIANCE", b"#?RGBE")
@@ -128,8 +134,6 @@ def _rgba_from_file(path: Path) -> np.ndarray:
     if head.startswith(_EXR_MAGIC) or path.suffix.lower() == ".exr" or head.startswith(_HDR_MAGICS):
         raise InputError(f"{path} is an HDR image (OpenEXR/Radiance), which cannot be read here. Save it as PNG or "
                          "16-bit TIFF, or open it in Blender and generate from the Blender image.")
-    # Pillow raises a zoo of exception types (OSError, SyntaxError, ValueError, struct.error, ...) on damaged
-    # files; every one of them means the same thing to a user.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -146,7 +150,7 @@ def _rgba_from_file(path: Path) -> np.ndarray:
     except UnidentifiedImageError as err:
         raise InputError(f"{path} is not an image file that can be read (PNG, JPEG, TIFF, WebP, BMP and GIF "
                          "work). Check that it is an image, or convert it to PNG.") from err
-    except Exception as err:
+    except DECODING_ERRORS as err:
         raise InputError(f"The image file {path} is damaged or incomplete and cannot be read ({err}). Re-export "
                          "or re-download it.") from err
 
@@ -163,7 +167,7 @@ def _rgba_from_pil(pil: Image.Image, name: str) -> np.ndarray:
         if target != pil.size:
             pil = pil.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
         pixels = np.asarray(pil)
-    except Exception as err:  # Pillow decodes lazily: a damaged file can fail here with any exception type
+    except DECODING_ERRORS as err:  # Pillow decodes lazily: a damaged file fails here
         raise InputError(f"{name} cannot be decoded ({err}). Re-export it as PNG or JPEG.") from err
     if pil.mode == "I":  # 16-bit gray (PNG/TIFF) arrives as int32
         pixels = np.clip(pixels, 0, 65535).astype(np.uint16)

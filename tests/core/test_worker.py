@@ -395,3 +395,58 @@ def test_external_interpreter_with_extra_paths_works(bare_venv, spec, image):
         assert f"at {bare_venv}" in client.log_tail()
     finally:
         client.close()
+
+
+def _site_packages() -> str:
+    return next(path for path in sys.path if path.endswith("site-packages") and Path(path, "torch").is_dir())
+
+
+def test_external_interpreter_with_too_old_torch_is_refused_at_start(bare_venv, spec, image, tmp_path):
+    """A real interpreter importing a real (if tiny) torch package of an old release, ahead of ours."""
+    from core.torch_support import MIN_TORCH
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text('__version__ = "2.0.1"\n')
+    client = WorkerClient(python=str(bare_venv), extra_paths=[tmp_path, _site_packages()])
+    try:
+        with pytest.raises(WorkerError) as caught:
+            client.run(image, SMALL, spec)
+        wanted = ".".join(map(str, MIN_TORCH))
+        assert str(caught.value).startswith(f"The Python at {bare_venv} has PyTorch 2.0.1; Image to Mesh needs "
+                                            f"{wanted} or newer. Install PyTorch {wanted} or newer there")
+        assert "has PyTorch 2.0.1" in client.log_tail()  # said at start, before any job
+        assert client.alive  # the worker stays up and answers every job the same way
+    finally:
+        client.close()
+
+
+def test_external_interpreter_without_torch_is_refused_at_start(bare_venv, spec, image, tmp_path):
+    ours = Path(_site_packages())
+    for name in ("numpy", "numpy.libs"):  # what core's protocol needs, and nothing else
+        if (ours / name).exists():
+            (tmp_path / name).symlink_to(ours / name)
+    client = WorkerClient(python=str(bare_venv), extra_paths=[tmp_path])
+    try:
+        with pytest.raises(WorkerError, match=f"^The Python at {bare_venv} has no usable PyTorch "
+                                              r"\(No module named 'torch'\)\. Install PyTorch"):
+            client.run(image, SMALL, spec)
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="limits the worker's address space with the POSIX shell's ulimit")
+def test_a_model_error_keeps_its_cause_in_the_worker_log(spec, image, tmp_path):
+    """A worker that may use 2.4 GB of address space runs out of memory on a 1024³ grid (4.3 GB): the user sees
+    the clear message, the log the whole traceback down to the MemoryError."""
+    python = tmp_path / "python-with-less-memory"
+    python.write_text(f'#!/bin/sh\nulimit -v 2500000\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    client = WorkerClient(python=str(python))
+    try:
+        with pytest.raises(ModelError, match="^The computer ran out of memory while extracting mesh"):
+            client.run(image, GenerateSettings(resolution=1024), spec)
+        log = client.log_tail(200)
+        assert "MemoryError: Unable to allocate 4.00 GiB for an array with shape (1024, 1024, 1024)" in log
+        assert "The above exception was the direct cause of the following exception" in log
+    finally:
+        client.close()
