@@ -1,9 +1,9 @@
 """Build the installable extension zip(s) with Blender's own extension tool.
 
 For each platform and Python version: download the runtime wheels (requirements/extension.txt and what
-they need, never numpy, which Blender ships), stage the extension's files without the development ones,
-write a build copy of blender_manifest.toml listing the wheels, then build and validate with
-blender_ext.py from the bpy wheel. The zips land in dist/.
+they need, never numpy, which Blender ships), stage the checkout's files, write a build copy of
+blender_manifest.toml listing the wheels, then build (leaving out what the manifest's paths_exclude_pattern
+lists) and validate with blender_ext.py from the bpy wheel. The zips land in dist/.
 
     python scripts/package.py --platforms linux-x64 windows-x64 macos-arm64 --python-versions 3.11 3.13
 
@@ -41,12 +41,6 @@ PIP_PLATFORMS = {
 # Blender's bundled Python by release: 4.2-5.0 have 3.11, 5.1 and later 3.13.
 BLENDER_RANGE_FOR_PYTHON = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("5.1.0", None)}
 
-# Left out of the zip: development files, and what the build itself writes.
-DEV_PATHS = {
-    ".ci", ".git", ".gitignore", ".github", ".venv", ".whl", ".pytest_cache", ".hypothesis",
-    "tests", "benchmarks", "examples", "scripts", "docs", "requirements", "Makefile", "pytest.ini",
-    "build", "dist", "out",
-}
 
 
 def main(argv=None) -> int:
@@ -247,7 +241,8 @@ def normalize(name: str) -> str:
 
 
 def copy_extension_files(stage: Path):
-    """The checkout's files (tracked and new, as git sees them), without the development ones."""
+    """The checkout's files (tracked and new, as git sees them). Blender's extension tool then leaves out the
+    development ones: blender_manifest.toml's paths_exclude_pattern is the one list of them."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO_ROOT, capture_output=True, text=True,
@@ -255,11 +250,9 @@ def copy_extension_files(stage: Path):
     if listed.returncode == 0:
         files = [Path(p) for p in listed.stdout.split("\0") if p]
     else:  # not a git checkout: take everything that is not hidden
-        files = [p.relative_to(REPO_ROOT) for p in REPO_ROOT.rglob("*") if p.is_file()]
+        files = [p.relative_to(REPO_ROOT) for p in REPO_ROOT.rglob("*")
+                 if p.is_file() and not p.relative_to(REPO_ROOT).parts[0].startswith(".")]
     for relative in files:
-        parts = relative.parts
-        if parts[0] in DEV_PATHS or parts[0].startswith(".") or "__pycache__" in parts or relative.suffix == ".pyc":
-            continue
         source = REPO_ROOT / relative
         if not source.is_file():  # deleted in the work tree but still in the index
             continue

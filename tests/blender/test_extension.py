@@ -24,6 +24,28 @@ def test_manifest_is_valid():
     assert "Success" in result.stdout
 
 
+def test_a_zip_built_by_blenders_own_tool_holds_exactly_the_extension_files(tmp_path):
+    """`blender --command extension build` in the checkout: the manifest's exclusions keep development files out."""
+    import subprocess
+    import zipfile
+
+    from tests.blender.support import extension_files
+
+    scripts = bpy.utils.system_resource("SCRIPTS")
+    result = subprocess.run(
+        [sys.executable, f"{scripts}/addons_core/bl_pkg/cli/blender_ext.py", "build", "--source-dir",
+         str(REPO_ROOT), "--output-dir", str(tmp_path),
+         "--valid-tags", f"{scripts}/modules/_bpy_internal/extensions/tags.py"],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (built,) = tmp_path.glob("*.zip")
+    with zipfile.ZipFile(built) as archive:
+        names = {name for name in archive.namelist() if not name.endswith("/")}
+    expected = extension_files()
+    assert {"__init__.py", "core/worker_process.py", "operators/generate.py", "README.md"} <= expected
+    assert names == expected
+
+
 def test_enabled_with_operator_panel_and_preferences(addon_module):
     assert addon_module == "bl_ext.user_default.image_to_mesh"
     assert addon_module in bpy.context.preferences.addons
