@@ -1,5 +1,5 @@
 """TripoSR in plain PyTorch: image → DINO ViT tokens → triplane transformer → triplanes (scene codes) → NeRF MLP
-field → mesh. Numerically follows the reference (VAST-AI-Research/TripoSR, transformers 4.35); see REFERENCE.md."""
+field → mesh. Numerically follows the reference (VAST-AI-Research/TripoSR, transformers 4.35)."""
 
 import contextlib
 

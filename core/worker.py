@@ -1,6 +1,6 @@
 """The client that runs core in a separate Python process keeping the model loaded between jobs (worker_process).
 
-Why a process (see DESIGN.md): inference in a thread stalls Blender's UI, a crash or out-of-memory in a child
+Why a process (docs/architecture.md): inference in a thread stalls Blender's UI, a crash or out-of-memory in a child
 cannot take Blender down, a child can be ended at any moment, and it can be another interpreter (an
 environment with CUDA PyTorch). The child is `<python> -m core.worker_process`, started with a plain subprocess
 and spoken to over its stdin/stdout with worker_protocol's messages (JSON + raw numpy arrays, never pickle).

@@ -88,16 +88,6 @@ def _display_rgba(pixels: np.ndarray, image: bpy.types.Image) -> np.ndarray:
     return np.clip(rgba, 0.0, 1.0, out=rgba)
 
 
-def pillow_can_read(path: Path) -> bool:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path):
-            return True
-    except (UnidentifiedImageError, OSError, ValueError):
-        return False
-
-
 def file_pixels_via_blender(path: Path) -> np.ndarray:
     """For formats Pillow lacks (EXR, HDR, ...): load with Blender, read, and remove the datablock again."""
     try:
