@@ -7,6 +7,7 @@ import bpy
 import pytest
 
 from tests.blender.support import INPUT_PNG, data_names, poll_until, start_job
+from tests.procfs import posix_only
 
 RESOLUTION = 32
 
@@ -69,6 +70,7 @@ def test_cancel_operator_stops_the_running_job(ext):
     assert not bpy.ops.image_to_mesh.cancel.poll()
 
 
+@posix_only
 def test_worker_killed_mid_job_is_a_clear_error_and_recovers(ext):
     import os
     import signal

@@ -7,6 +7,7 @@ from PIL import Image
 from core.errors import Cancelled, InputError
 from core.pipeline import GenerateSettings, generate
 from core.weights import load_model
+from tests.procfs import linux_only
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +129,7 @@ def test_out_of_gpu_memory_even_with_small_chunks_is_a_model_error(model, tiny_m
     assert model.query_chunk_size == chunk_size
 
 
+@linux_only
 def test_running_out_of_ram_is_a_clear_model_error(tiny_model_dir):
     # A real allocation failure: the process may use only 2 GB more address space, a 1024³ grid needs 4.3 GB.
     import subprocess
@@ -139,6 +141,7 @@ import resource
 from core.errors import ModelError
 from core.pipeline import GenerateSettings, generate
 from core.weights import load_model
+from tests.procfs import linux_only
 model = load_model({str(tiny_model_dir)!r}, device="cpu")
 size = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), resource.RLIM_INFINITY))

@@ -16,7 +16,7 @@ from core.errors import Cancelled, InputError, ModelError, WorkerError
 from core.pipeline import GenerateSettings, generate
 from core.weights import load_model
 from core.worker import Failure, ModelSpec, Progress, Result, Timeouts, WorkerClient
-from tests.procfs import process_gone
+from tests.procfs import linux_only, posix_only, process_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = GenerateSettings(resolution=32)
@@ -198,6 +198,7 @@ def test_run_cancels_when_progress_raises_cancelled(client, spec, image):
     assert not client.busy and client.alive
 
 
+@linux_only
 def test_cancel_of_a_worker_that_does_not_answer_ends_it(spec, image):
     client = WorkerClient(timeouts=Timeouts(grace=1.0))
     try:
@@ -215,6 +216,7 @@ def test_cancel_of_a_worker_that_does_not_answer_ends_it(spec, image):
         client.close()
 
 
+@linux_only
 def test_worker_killed_mid_job_is_a_clear_error_and_the_next_job_works(own_client, spec, image):
     own_client.run(image, SMALL, spec)
     pid = own_client.pid
@@ -236,6 +238,7 @@ def test_worker_killed_mid_job_is_a_clear_error_and_the_next_job_works(own_clien
     assert own_client.pid != pid
 
 
+@linux_only
 def test_worker_killed_while_idle_is_replaced_silently(own_client, spec, image):
     own_client.run(image, SMALL, spec)
     pid = own_client.pid
@@ -245,6 +248,7 @@ def test_worker_killed_while_idle_is_replaced_silently(own_client, spec, image):
     assert own_client.pid != pid and process_gone(pid)
 
 
+@linux_only
 @pytest.mark.parametrize("round_", range(3))  # a race: several tries make a missed one unlikely
 def test_job_sent_the_instant_after_an_idle_worker_was_killed_works(own_client, spec, image, round_):
     own_client.run(image, SMALL, spec)
@@ -254,6 +258,7 @@ def test_job_sent_the_instant_after_an_idle_worker_was_killed_works(own_client, 
     assert own_client.pid != pid and process_gone(pid)
 
 
+@linux_only
 def test_hung_worker_is_ended_after_the_timeout(spec, image):
     client = WorkerClient()
     try:
@@ -272,6 +277,7 @@ def test_hung_worker_is_ended_after_the_timeout(spec, image):
         client.close()
 
 
+@posix_only
 def test_blocking_run_also_detects_a_hang(spec, image):
     client = WorkerClient(timeouts=Timeouts(loading=2.0, silence=2.0))
     try:
@@ -283,6 +289,7 @@ def test_blocking_run_also_detects_a_hang(spec, image):
         client.close()
 
 
+@linux_only
 def test_close_ends_the_process_and_the_client_can_start_again(spec, image):
     client = WorkerClient()
     client.run(image, SMALL, spec)
@@ -294,6 +301,7 @@ def test_close_ends_the_process_and_the_client_can_start_again(spec, image):
     client.close()
 
 
+@linux_only
 def test_close_during_a_job_ends_it(spec, image):
     client = WorkerClient()
     client.submit(image, SLOW, spec)
@@ -303,6 +311,7 @@ def test_close_during_a_job_ends_it(spec, image):
     assert process_gone(pid) and not client.busy
 
 
+@posix_only
 def test_no_temporary_files_are_left(spec, image, tmp_path, monkeypatch):
     temp = tmp_path / "temp"
     temp.mkdir()
@@ -332,6 +341,7 @@ def _parent_script(ending: str) -> str:
     """)
 
 
+@linux_only
 def test_worker_ends_when_its_parent_exits_without_closing(tmp_path):
     parent = subprocess.run([sys.executable, "-c", _parent_script("pass")], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
@@ -339,6 +349,7 @@ def test_worker_ends_when_its_parent_exits_without_closing(tmp_path):
     assert wait_until(lambda: process_gone(pid), timeout=10)  # atexit closed it
 
 
+@linux_only
 def test_worker_ends_when_its_parent_is_killed(spec):
     parent = subprocess.Popen([sys.executable, "-c", _parent_script("sys.stdin.read()")], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -348,6 +359,33 @@ def test_worker_ends_when_its_parent_is_killed(spec):
         parent.kill()
         parent.wait()
         assert wait_until(lambda: process_gone(pid), timeout=15)  # stdin closed → the worker exits by itself
+    finally:
+        parent.kill()
+        parent.stdin.close()
+        parent.stdout.close()
+        parent.wait()
+
+
+@linux_only  # Windows puts the worker in a process group of its own with CREATE_NEW_PROCESS_GROUP, untested here
+def test_ctrl_c_in_the_parents_console_does_not_reach_the_worker(spec, image):
+    """A terminal sends Ctrl+C's SIGINT to its whole foreground process group: Blender's, not the worker's."""
+    script = _parent_script(textwrap.dedent("""
+        import signal
+        signal.signal(signal.SIGINT, lambda *_: print("parent got SIGINT", flush=True))
+        sys.stdin.readline()
+        print(client.alive, flush=True)
+    """).replace("\n", "\n        "))
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # like a console's group
+    try:
+        pid = int(parent.stdout.readline())
+        os.killpg(parent.pid, signal.SIGINT)
+        assert parent.stdout.readline() == "parent got SIGINT\n"
+        time.sleep(1.0)  # a worker that got it would be ending now
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline() == "True\n"
+        assert not process_gone(pid)
     finally:
         parent.kill()
         parent.stdin.close()
