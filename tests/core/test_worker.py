@@ -1,6 +1,7 @@
 """The worker process with real processes and real signals: results, errors, cancel, crash, hang, exit."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from core.errors import Cancelled, InputError, ModelError, WorkerError
 from core.pipeline import GenerateSettings, generate
 from core.weights import load_model
 from core.worker import Failure, ModelSpec, Progress, Result, Timeouts, WorkerClient
+from tests.hub import add_to_hub_cache, tiny_hub_files
 from tests.procfs import linux_only, posix_only, process_gone
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -488,3 +490,46 @@ def test_a_model_error_keeps_its_cause_in_the_worker_log(spec, image, tmp_path):
         assert "The above exception was the direct cause of the following exception" in log
     finally:
         client.close()
+
+
+# Paths with spaces and non-ASCII characters (as in many users' home folders) for the image, a local model folder
+# and the model cache, end to end through the worker process.
+ODD = "Ordner mit Leerzeichen – Müller 画像 é"
+REPO_ID = "tester/tiny-triposr"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def odd_image(tmp_path, tiny_model_dir):
+    folder = tmp_path / ODD / "Bilder"
+    folder.mkdir(parents=True)
+    return shutil.copy(tiny_model_dir / "input.png", folder / "mein Bild – ß.png")
+
+
+def test_image_and_model_folder_with_spaces_and_non_ascii(client, tmp_path, tiny_model_dir, odd_image):
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / ODD / "Modèle TripoSR")
+    spec = ModelSpec(source=str(model_dir), device="cpu", allow_download=False)
+    mesh = client.run(odd_image, GenerateSettings(resolution=32), spec)
+    assert len(mesh.vertices) == 11627
+    assert f"loaded {model_dir} on cpu" in client.log_tail()
+
+
+def test_model_cache_folder_with_spaces_and_non_ascii(client, tmp_path, tiny_model_dir, odd_image, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the worker inherits it: the cache alone must serve the model
+    cache = tmp_path / ODD / "Cache für Modelle"
+    add_to_hub_cache(cache, REPO_ID, REVISION, tiny_hub_files(tiny_model_dir))
+    spec = ModelSpec(source=REPO_ID, revision=REVISION, device="cpu", cache_dir=str(cache), allow_download=False)
+    mesh = client.run(odd_image, GenerateSettings(resolution=32), spec)
+    assert len(mesh.vertices) == 11627
+
+
+def test_saving_the_mesh_under_an_odd_path(tmp_path):
+    from core.mesh import Mesh
+
+    mesh = Mesh(vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 2]]),
+                colors=np.full((3, 3), 0.5, np.float32))
+    for suffix in (".ply", ".obj"):
+        target = tmp_path / ODD / f"Ergebnis – ü{suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mesh.save(target)
+        np.testing.assert_array_equal(Mesh.load(target).faces, mesh.faces)
