@@ -250,8 +250,8 @@ class ModalGenerate:
             return end_job(context, self.job, self.report)
         except Exception as error:  # a bug or a broken reply: the job must still end and free the Generate button
             log.exception("Generate 3D failed")
+            self.job.abandon()  # first: it cannot fail, and it frees the Generate button
             self.stop(context)
-            self.job.abandon()
             fail(context, ImageToMeshError(
                 f"Generate 3D failed with an unexpected error ({type(error).__name__}: {error}). This is a bug in "
                 "Image to Mesh; the system console has the details. The next Generate starts a new worker."),
