@@ -158,7 +158,7 @@ def synthetic_shape(split: str, seed: int, index: int, composition_probability: 
         shape = frame(shape, ratio)
         if fits(shape):
             return shape
-    return shape.scaled(0.8, torch.zeros(3))
+    return shape.scaled(0.8, torch.zeros(3))  # rare: a last try that still pokes out is shrunk
 
 
 class SyntheticObjects(torch.utils.data.Dataset):

@@ -107,8 +107,9 @@ def build_model(model_config, config: TrainConfig, out_dir: Path, init: str | No
 
 
 def train(config: TrainConfig, data: DataConfig, model_config, out_dir, init=None, device="auto", command=None,
-          log=print) -> dict:
-    """Run (or continue) training until config.steps; returns the final state (also in out_dir/checkpoint)."""
+          log=print, dataset=None) -> dict:
+    """Run (or continue) training until config.steps; returns the final state (also in out_dir/checkpoint).
+    dataset: any map-style dataset of samples (training/data.py make_sample) instead of the configured one."""
     out_dir = Path(out_dir)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     torch_device = resolve_device(device)
@@ -151,7 +152,7 @@ def train(config: TrainConfig, data: DataConfig, model_config, out_dir, init=Non
         log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters; step {step}/{config.steps}; "
             f"{world} process(es) on {torch_device}; autocast {autocast_dtype}; out {out_dir}")
 
-    dataset = make_dataset(config, data)
+    dataset = dataset if dataset is not None else make_dataset(config, data)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=StepSampler(step, config.steps, config.batch_size, rank, world, len(dataset)),
         num_workers=config.workers, worker_init_fn=_worker_init if config.workers else None,
