@@ -2,10 +2,12 @@
 #   make demo      set up .venv, then image -> mesh in headless Blender: out/<name>.blend/.png/.glb
 #   make test      set up .venv, then the whole test suite
 #   make package   the installable extension zip(s) in dist/
+#   make train-demo   train (or continue training) the demo model; make export-demo copies it to models/demo
 # Variables: MODEL=folder (demo: a local model), IMAGE=file (demo input),
 #   PLATFORMS="linux-x64 windows-x64 macos-arm64", PYTHON_VERSIONS="3.11 3.13" (package),
 #   TORCH_SOURCE=folder-or-index-url (package: where the CPU torch wheels come from),
-#   PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" (venv: e.g. the small CPU torch).
+#   PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" (venv: e.g. the small CPU torch),
+#   TRAIN_DIR=folder (train-demo/export-demo: the run's checkpoints; default ~/.cache/image_to_mesh/training/demo).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -21,7 +23,7 @@ TORCH_SOURCE ?=
 SYSTEM_LIBS := libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libx11-6 libxi6 libxrender1 \
 	libxfixes3 libxext6 libsm6 libice6 libxkbcommon0
 
-.PHONY: test demo package venv system-libs examples clean
+.PHONY: test demo package venv system-libs examples clean train-demo export-demo
 
 test: system-libs venv
 	$(PY) -m pytest -q
@@ -32,6 +34,15 @@ demo: system-libs venv
 package: venv
 	$(PY) scripts/package.py --platforms $(PLATFORMS) --python-versions $(PYTHON_VERSIONS) \
 		$(if $(TORCH_SOURCE),--torch-source "$(TORCH_SOURCE)")
+
+TRAIN_DIR ?= $(HOME)/.cache/image_to_mesh/training/demo
+
+# Resumes from TRAIN_DIR; with no run there yet, continues from the committed models/demo (or starts afresh).
+train-demo: venv
+	$(PY) -m training.train --preset demo --out "$(TRAIN_DIR)" $(if $(wildcard models/demo/model.ckpt),--init models/demo)
+
+export-demo: venv
+	$(PY) -m training.export --run "$(TRAIN_DIR)" --to models/demo
 
 examples: system-libs venv
 	$(PY) scripts/make_examples.py

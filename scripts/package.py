@@ -44,7 +44,7 @@ BLENDER_RANGE_FOR_PYTHON = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("5.1.0", None)}
 # Left out of the zip: development files, and what the build itself writes.
 DEV_PATHS = {
     ".ci", ".git", ".gitignore", ".github", ".venv", ".whl", ".pytest_cache", ".hypothesis",
-    "tests", "benchmarks", "examples", "scripts", "docs", "requirements", "Makefile", "pytest.ini",
+    "tests", "benchmarks", "examples", "scripts", "docs", "requirements", "training", "Makefile", "pytest.ini",
     "build", "dist", "out",
 }
 

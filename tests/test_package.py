@@ -21,7 +21,7 @@ SITE_PACKAGES = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys
 # What Blender's bundled Python has besides the standard library (the bpy wheel's own dependencies).
 BLENDER_PYTHON_MODULES = ["bpy", "numpy", "numpy.libs", "requests", "urllib3", "certifi", "idna",
                           "charset_normalizer", "zstandard", "Cython", "cython.py"]
-DEV_ENTRIES = ("tests/", "scripts/", "examples/", "benchmarks/", "docs/", "requirements/", ".ci/", ".git",
+DEV_ENTRIES = ("tests/", "scripts/", "examples/", "benchmarks/", "docs/", "requirements/", "training/", ".ci/", ".git",
                "Makefile", "pytest.ini", "__pycache__", ".pyc", ".venv/", ".whl/")
 
 

@@ -8,14 +8,14 @@ from .data import DataConfig
 
 
 def demo_model() -> ModelConfig:
-    """About 2.1 M parameters (8.5 MB in float32): 128² input, 8-pixel patches (16×16), 16×16 token planes
-    upsampled to 32×32, three backbone blocks, camera-aligned position codes."""
+    """About 1.7 M parameters (7 MB in float32): 128² input, 8-pixel patches (16×16), 16×16 token planes
+    upsampled to 32×32, two backbone blocks, camera-aligned position codes."""
     return ModelConfig(
         cond_image_size=128,
         vit=ViTConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
                       layer_norm_eps=1e-6, image_size=128, patch_size=8),
         triplane=TriplaneConfig(plane_size=16, num_channels=128),
-        backbone=BackboneConfig(in_channels=128, num_attention_heads=4, attention_head_dim=32, num_layers=3,
+        backbone=BackboneConfig(in_channels=128, num_attention_heads=4, attention_head_dim=32, num_layers=2,
                                 cross_attention_dim=128, norm_num_groups=32, position_codes=True),
         upsampler=UpsamplerConfig(in_channels=128, out_channels=32),
         decoder=DecoderConfig(in_channels=96, n_neurons=64, n_hidden_layers=4),
@@ -39,8 +39,8 @@ def tiny_model(position_codes: bool = True) -> ModelConfig:
 PRESETS = {
     "demo": {
         "model": demo_model,
-        "data": DataConfig(image_size=128, cond_image_size=128, rays_per_view=256, render_samples=48),
-        "train": dict(batch_size=8, steps=12000, learning_rate=6e-4, warmup_steps=200, save_every=50, workers=1),
+        "data": DataConfig(image_size=128, cond_image_size=128, rays_per_view=192, render_samples=32),
+        "train": dict(batch_size=8, steps=12000, learning_rate=6e-4, warmup_steps=100, save_every=25, workers=1),
     },
     "tiny": {
         "model": tiny_model,

@@ -133,3 +133,28 @@ def test_mesh_scene_inside_outside_and_ray_hits_are_exact():
     hit, t = cube.raycast(origins, directions)
     assert hit.tolist() == [True, False]
     assert abs(float(t[0]) - (1.9 - 0.25)) < 1e-6
+
+
+def test_mesh_folders_give_samples_like_the_synthetic_ones(tmp_path):
+    from PIL import Image
+
+    from core.mesh import Mesh
+    from training.folders import ImageMeshPairs, MeshViews
+
+    cube = cube_mesh(0.3)
+    Mesh(cube.vertices.numpy(), cube.faces.numpy(), cube.colors.numpy()).save(tmp_path / "cube.ply")
+    views = MeshViews(tmp_path, CONFIG)
+    sample, scene = views[1], views.scene(1)
+    assert sample["image"].shape == (64, 64, 3)
+    assert torch.equal(sample["occupancy"], scene.occupancy(sample["points"]).float())
+    assert 0 < sample["occupancy"].mean() < 1 and 0 < sample["ray_opacity"][0].mean() < 1
+    assert data.fits(scene)
+
+    rgba = data.render(cube, 64)
+    Image.fromarray((rgba * 255).astype(np.uint8)).save(tmp_path / "cube.png")
+    pairs = ImageMeshPairs(tmp_path, CONFIG)
+    assert len(pairs) == 1
+    sample = pairs[0]
+    expected = data.model_input(np.asarray(Image.open(tmp_path / "cube.png"), np.float32) / 255, CONFIG)
+    assert torch.equal(sample["image"], expected)
+    torch.testing.assert_close(sample["occupancy"], (sample["points"].abs().amax(-1) < 0.3).float())
