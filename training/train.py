@@ -125,6 +125,9 @@ def train(config: TrainConfig, data: DataConfig, model_config, out_dir, init=Non
         raise SystemExit(f"--batch-size {config.batch_size} must be a multiple of the {world} processes")
 
     model, previous, resume_folder = build_model(model_config, config, out_dir, init, torch_device)
+    # The pictures follow the model (a checkpoint given by --init may differ from the preset's model).
+    size = model.config.cond_image_size
+    data = dataclasses.replace(data, cond_image_size=size, image_size=max(data.image_size, size))
     step = previous["step"] if previous else 0
     elapsed = previous.get("elapsed_seconds", 0.0) if previous else 0.0
     history = previous.get("history", []) if previous else []
