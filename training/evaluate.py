@@ -12,7 +12,8 @@ longest side to 1, never rotated, so orientation is judged):
 - colour error: mean absolute RGB difference between each true sample and its nearest predicted one;
 - volume IoU: the field itself (density > threshold) against the true inside/outside on a 64³ grid in ±0.87;
 - silhouette IoU: the predicted mesh seen from the input camera against the input's object mask, and the mirrored
-  control against the mask flipped left-right (a model that ignores orientation scores the same on both).
+  control against the mask flipped left-right (a model that ignores orientation scores the same on both);
+- hole open (tori only): 1 when the field is below the threshold all along the torus's axis through its hole.
 """
 
 import argparse
@@ -113,7 +114,8 @@ def evaluate_one(model, image: torch.Tensor, truth, mask: np.ndarray, resolution
     occupied = model.grid_density(code, grid_axis(IOU_GRID, model.config.renderer.radius))
     index = torch.stack(torch.meshgrid(*[torch.arange(IOU_GRID)] * 3, indexing="ij"), dim=-1).reshape(-1, 3)
     predicted_inside = (occupied(index) > threshold).numpy()
-    metrics = {"volume_iou": iou(predicted_inside, truth.occupancy(grid_points()).numpy())}
+    metrics = {"volume_iou": iou(predicted_inside, truth.occupancy(grid_points()).numpy()),
+               "hole_open": hole_open(model, code, truth, threshold)}
     try:
         mesh = model.extract_mesh(code, resolution=resolution, threshold=threshold)
     except InputError:  # no surface at the threshold
@@ -123,6 +125,17 @@ def evaluate_one(model, image: torch.Tensor, truth, mask: np.ndarray, resolution
                 "color_error": math.nan, "silhouette_iou": 0.0, "mirrored_iou": 0.0}
     pred = MeshScene(mesh.vertices, mesh.faces, mesh.colors)
     return {**metrics, **surface_metrics(pred, truth_mesh(truth), generator), **silhouette_ious(pred, mask)}
+
+
+def hole_open(model, code, truth, threshold: float) -> float:
+    """For a single torus: 1.0 if the predicted density stays below the threshold at 9 points along its axis
+    through the hole (centre ± the tube radius), else 0.0; NaN for anything else."""
+    if not isinstance(truth, shapes.Shape) or truth.label != "torus":
+        return math.nan
+    torus = truth.primitives[0]
+    steps = torch.linspace(-1, 1, 9)[:, None] * float(torus.size[1])
+    density, _ = model.query(code, torus.position + steps * torus.rotation[:, 2])
+    return float((density < threshold).all())
 
 
 def synthetic_items(count: int, config: data.DataConfig, seed: int = EVAL_SEED):
@@ -166,14 +179,15 @@ def _mean(rows: list[dict]) -> dict:
 
 
 COLUMNS = ("volume_iou", "f@0.05", "f@0.1", "chamfer", "normal_consistency", "color_error", "silhouette_iou",
-           "mirrored_iou")
+           "mirrored_iou", "hole_open")
 
 
 def table(results: dict) -> str:
     """Markdown table: one row per class, then all."""
     lines = ["| class | n | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
     for label, means in list(results["classes"].items()) + [("**all**", results["all"])]:
-        lines.append(f"| {label} | {means['count']} | " + " | ".join(f"{means[c]:.3f}" for c in COLUMNS) + " |")
+        cells = ("–" if math.isnan(means[c]) else f"{means[c]:.3f}" for c in COLUMNS)
+        lines.append(f"| {label} | {means['count']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

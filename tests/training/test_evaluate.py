@@ -75,3 +75,16 @@ def test_the_evaluation_runs_end_to_end_and_tables_per_class(tiny_model_dir):
     assert table.splitlines()[2].startswith("| sphere | 1 |") and "**all** | 2" in table
     assert all(0 <= results["all"][k] <= 1 for k in ("volume_iou", "silhouette_iou", "mirrored_iou", "f@0.05"))
     assert not math.isnan(results["all"]["chamfer"])
+
+
+def test_hole_open_reads_the_field_along_a_torus_axis(tiny_model_dir):
+    from core.weights import load_model
+
+    model = load_model(tiny_model_dir, device="cpu")
+    code = model.encode(torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0)))[0]
+    torus, box = one_primitive("torus", [0.4, 0.1]), one_primitive("box", [0.2, 0.2, 0.2])
+    axis = torch.linspace(-0.1, 0.1, 9)[:, None] * torch.tensor([0.0, 0.0, 1.0])
+    density, _ = model.query(code, axis)
+    assert evaluate.hole_open(model, code, torus, float(density.max()) * 1.01) == 1.0
+    assert evaluate.hole_open(model, code, torus, float(density.max()) * 0.99) == 0.0
+    assert math.isnan(evaluate.hole_open(model, code, box, 25.0))

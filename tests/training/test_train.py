@@ -155,3 +155,18 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7)
+
+
+def test_the_differentiable_path_computes_what_inference_computes(tiny_model_dir):
+    from training.objective import encode, field
+
+    model = load_model(tiny_model_dir, device="cpu")
+    images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    points = torch.rand(2, 300, 3, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8
+    with torch.enable_grad():
+        codes = encode(model, images)
+        raw = field(model, codes, points)
+    torch.testing.assert_close(codes, model.encode(images), rtol=0, atol=1e-5)
+    density, color = model.query(codes[1].detach(), points[1])
+    torch.testing.assert_close(torch.exp(raw[1, :, 0] - 1.0), density, rtol=1e-5, atol=0)
+    torch.testing.assert_close(torch.sigmoid(raw[1, :, 1:]), color, rtol=1e-5, atol=1e-7)
