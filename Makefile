@@ -7,7 +7,8 @@
 #   PLATFORMS="linux-x64 windows-x64 macos-arm64", PYTHON_VERSIONS="3.11 3.13" (package),
 #   TORCH_SOURCE=folder-or-index-url (package: where the CPU torch wheels come from),
 #   PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" (venv: e.g. the small CPU torch),
-#   TRAIN_DIR=folder (train-demo/export-demo: the run's checkpoints; default ~/.cache/image_to_mesh/training/demo).
+#   TRAIN_DIR=folder (train-demo/export-demo: the run's checkpoints; default ~/.cache/image_to_mesh/training/demo),
+#   TRAIN_ARGS="--threads 1" (train-demo: more options for python -m training.train).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -39,7 +40,7 @@ TRAIN_DIR ?= $(HOME)/.cache/image_to_mesh/training/demo
 
 # Resumes from TRAIN_DIR; with no run there yet, continues from the committed models/demo (or starts afresh).
 train-demo: venv
-	$(PY) -m training.train --preset demo --out "$(TRAIN_DIR)" $(if $(wildcard models/demo/model.ckpt),--init models/demo)
+	$(PY) -m training.train --preset demo --out "$(TRAIN_DIR)" $(if $(wildcard models/demo/model.ckpt),--init models/demo) $(TRAIN_ARGS)
 
 export-demo: venv
 	$(PY) -m training.export --run "$(TRAIN_DIR)" --to models/demo
