@@ -77,8 +77,12 @@ def model_card(folder: Path, state: dict, results: dict | None) -> str:
         f"{data_config['image_size']}² with TripoSR's input camera and passed through the same `prepare_image` as "
         f"inference (foreground ratio {data_config['foreground_ratio']}); compositions ramp in over the first "
         f"{data_config['curriculum_steps']} steps to {data_config['composition_probability']:.0%} of objects.",
+        "- Use: `python -m core picture.png --model models/demo`, or `IMAGE_TO_MESH_MODEL=models/demo`, or the "
+        "folder in the extension's Model preference (it is in the official layout: config.yaml, vit_config.json, "
+        "model.ckpt).",
         f"- Command: `{state.get('command') or 'python -m training.train --preset demo'}` "
-        "(`make train-demo`, which resumes from the last checkpoint).",
+        "(`make train-demo`, which resumes from the last checkpoint, or from this folder's training_state.json "
+        "when the checkpoints are gone).",
     ]
     if last:
         lines.append(f"- Losses at step {last['step']}: " + ", ".join(
