@@ -88,3 +88,24 @@ def test_hole_open_reads_the_field_along_a_torus_axis(tiny_model_dir):
     assert evaluate.hole_open(model, code, torus, float(density.max()) * 1.01) == 1.0
     assert evaluate.hole_open(model, code, torus, float(density.max()) * 0.99) == 0.0
     assert math.isnan(evaluate.hole_open(model, code, box, 25.0))
+
+
+def test_the_command_evaluates_a_folder_of_pairs(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from core.mesh import Mesh
+    from core.weights import load_model
+
+    cube = cube_mesh(0.3)
+    Mesh(cube.vertices.numpy(), cube.faces.numpy(), cube.colors.numpy()).save(tmp_path / "cube.ply")
+    Image.fromarray((data.render(cube, 64) * 255).astype(np.uint8)).save(tmp_path / "cube.png")
+    model = load_model(tiny_model_dir, device="cpu")
+    picture = data.model_input(data.render(cube, 64), data.DataConfig(cond_image_size=64))
+    density = model.query(model.encode(picture[None])[0], torch.zeros(1, 3))[0]
+    evaluate.main([str(tiny_model_dir), "--pairs", str(tmp_path), "--resolution", "32", "--threshold",
+                   str(float(density[0]) * 0.999), "--json", str(tmp_path / "eval.json")])
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert [r["label"] for r in results["objects"]] == ["cube"] and results["all"]["count"] == 1
+    assert 0 <= results["all"]["volume_iou"] <= 1 and "| cube | 1 |" in capsys.readouterr().out
