@@ -26,7 +26,8 @@ def sincos(values: torch.Tensor, frequencies: int = FREQUENCIES) -> torch.Tensor
 
 def plane_points(plane_size: int, radius: float) -> torch.Tensor:
     """World coordinates of the triplane token centres, (3, P, P, 3); the coordinate a plane lacks is NaN.
-    Token [plane, row, column]: plane 0 ↔ (x = column, y = row) as grid_sample reads it, 1 ↔ (x, z), 2 ↔ (y, z)."""
+    Token [plane, row, column]: plane 0 ↔ (x = column, y = row) as grid_sample reads it, 1 ↔ (x, z),
+    2 ↔ (y, z)."""
     centres = ((torch.arange(plane_size, dtype=torch.float32) + 0.5) / plane_size * 2 - 1) * radius
     rows, cols = torch.meshgrid(centres, centres, indexing="ij")
     nan = torch.full_like(rows, float("nan"))

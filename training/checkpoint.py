@@ -21,7 +21,8 @@ def save(out_dir, model, state: dict, optimizer=None) -> Path:
     """Write out_dir/checkpoint atomically (built beside it, then swapped in). Returns its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final, building, old = out_dir / CHECKPOINT_DIR, out_dir / f"{CHECKPOINT_DIR}.tmp", out_dir / f"{CHECKPOINT_DIR}.old"
+    final = out_dir / CHECKPOINT_DIR
+    building, old = final.with_name(f"{CHECKPOINT_DIR}.tmp"), final.with_name(f"{CHECKPOINT_DIR}.old")
     shutil.rmtree(building, ignore_errors=True)
     write_model(building, model, state)
     if optimizer is not None:

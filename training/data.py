@@ -91,7 +91,8 @@ def frame(shape: shapes.Shape, ratio: float, size: int = 48, rounds: int = 2) ->
         v0, v1 = 1 - (rows[-1] + 1) / size * 2, 1 - rows[0] / size * 2
         factor = float(2 * ratio / max(u1 - u0, v1 - v0))
         depth = camera.INPUT_CAMERA_DISTANCE
-        shift = torch.tensor([0.0, -(u0 + u1) / 2 * half * depth, -(v0 + v1) / 2 * half * depth], dtype=torch.float32) * factor
+        centre = [0.0, -(u0 + u1) / 2 * half * depth, -(v0 + v1) / 2 * half * depth]
+        shift = torch.tensor(centre, dtype=torch.float32) * factor
         shape = shape.scaled(factor, shift)
     return shape
 

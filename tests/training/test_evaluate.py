@@ -39,10 +39,12 @@ def test_identical_meshes_score_perfectly_and_a_shifted_copy_does_not():
 
 
 def test_chamfer_between_two_parallel_planes_is_their_distance():
-    square = lambda z: MeshScene([[0, 0, z], [1, 0, z], [1, 1, z], [0, 1, z], [0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]],  # noqa: E731
-                                 [[0, 1, 2], [0, 2, 3], [4, 6, 5], [4, 7, 6]], np.zeros((8, 3), np.float32))
-    # Both meshes hold the plane z = 0 and one more at z = 0.5 (one) or z = 1 (other): after normalisation
-    # (longest side 1, centred) the extra planes sit at ±0.25 vs ±0.5, so half the samples are 0.25 off.
+    def square(z):
+        corners = [[0, 0, z], [1, 0, z], [1, 1, z], [0, 1, z], [0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]
+        return MeshScene(corners, [[0, 1, 2], [0, 2, 3], [4, 6, 5], [4, 7, 6]], np.zeros((8, 3), np.float32))
+
+    # Two unit squares 0.5 apart, and two 1 apart: after normalisation (centred, longest side 1) their planes sit at
+    # z = ±0.25 and ±0.5, so every sample is 0.25 from the other mesh (plus a sliver within the plane).
     metrics = evaluate.surface_metrics(square(0.5), square(1.0), torch.Generator().manual_seed(0))
     assert abs(metrics["chamfer"] - 0.25) < 0.01
 
