@@ -14,7 +14,7 @@ from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 from .. import worker_session
 from ..core.errors import Cancelled, ImageToMeshError, InputError, ModelError
 from ..core.worker import Failure, ModelSpec, Progress, Result
-from ..preferences import get_preferences, model_cache_dir, model_source, python_executable
+from ..preferences import get_preferences, model_caches, model_source, python_executable
 from ..properties import RESOLUTION, THRESHOLD_DEFAULT, job_status, scene_settings
 from .image_source import checked_file, file_pixels_via_blender, image_pixels, object_name_for
 from .scene_object import add_mesh_object
@@ -47,6 +47,7 @@ class GenerateJob:
         self.python = python
         self.stage = "Starting"
         self.progress = 0.0
+        self.detail = ""  # e.g. a download's bytes, speed and time left
         self.mesh = None
         self.error: ImageToMeshError | None = None
         self.cancel_requested = False
@@ -98,7 +99,7 @@ class GenerateJob:
 
     def _handle(self, event):
         if isinstance(event, Progress):
-            self.stage, self.progress = event.stage, float(event.fraction)
+            self.stage, self.progress, self.detail = event.stage, float(event.fraction), event.detail
         elif isinstance(event, Result):
             self.mesh = event.mesh
         elif isinstance(event, Failure):
@@ -144,7 +145,7 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
     model = ModelSpec(
         source=model_source(preferences),
         device=preferences.device,
-        cache_dir=model_cache_dir(),
+        **model_caches(),
         allow_download=bpy.app.online_access,
     )
     return GenerateRequest(source, name, options, model, at_cursor)
@@ -177,12 +178,13 @@ def show_status(context, job: GenerateJob | None, *, error: str = "", result: st
     status.running = job is not None and not job.done
     status.stage = job.stage if job is not None else ""
     status.progress = job.progress if job is not None else 0.0
+    status.detail = job.detail if status.running else ""
     status.error = error
     status.result = result
     workspace = context.workspace
     if workspace is not None:
-        text = f"Image to Mesh: {job.stage} {job.progress:.0%}  (Esc to cancel)" if status.running else None
-        workspace.status_text_set(text)
+        text = f"Image to Mesh: {status.stage} {status.progress:.0%} {status.detail}  (Esc to cancel)"
+        workspace.status_text_set(text if status.running else None)
     for window in context.window_manager.windows:
         for area in window.screen.areas:
             if area.type == "VIEW_3D":
