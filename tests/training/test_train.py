@@ -170,3 +170,15 @@ def test_the_differentiable_path_computes_what_inference_computes(tiny_model_dir
     density, color = model.query(codes[1].detach(), points[1])
     torch.testing.assert_close(torch.exp(raw[1, :, 0] - 1.0), density, rtol=1e-5, atol=0)
     torch.testing.assert_close(torch.sigmoid(raw[1, :, 1:]), color, rtol=1e-5, atol=1e-7)
+
+
+def test_fine_tuning_an_official_layout_checkpoint_with_a_frozen_image_encoder(tiny_model_dir, tmp_path):
+    before = parameters(tiny_model_dir)
+    state = train(config(steps=2, freeze_image_encoder=True, gradient_checkpointing=True), DATA, MODEL, tmp_path,
+                  init=str(tiny_model_dir), dataset=fixed_set(), log=lambda _: None)
+    assert state["step"] == 2
+    after = parameters(tmp_path / "checkpoint")  # loads through core.load_model: still the official layout
+    encoder = [k for k in before if k.startswith("image_tokenizer.")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert not torch.equal(before["triplane_tokens"], after["triplane_tokens"])
+    assert load_model(tmp_path / "checkpoint").config == load_model(tiny_model_dir).config
