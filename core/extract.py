@@ -175,12 +175,13 @@ def _coarse_to_fine_grid(sampler: _GridSampler, threshold, config: CoarseToFine,
             _evaluate_closures(sampler, parent, np.argwhere(search), lattice.stride)
             parent_of = parent.block_of[lattice.coords[:-1]]
             search = search[np.ix_(parent_of, parent_of, parent_of)]
-        straddle, near = _judge_blocks(grid, lattice, threshold, config.margin * lattice.stride / top.stride,
+        blocks = np.argwhere(np.ones((lattice.blocks,) * 3, bool) if search is None else search)
+        straddle, near = _judge_blocks(grid, lattice, blocks, threshold, config.margin * lattice.stride / top.stride,
                                        config.slope_factor)
         if search is None and not (straddle | near).any():
             raise _no_surface(grid, threshold)
         seeds.append(_crossing_cells(sampler, lattice, threshold))
-        search = near if search is None else near & search
+        search = near
         progress(0.05 + 0.2 * (level + 1) / len(lattices))
     finest = lattices[-1]
     near_blocks = np.argwhere(search)
@@ -312,28 +313,46 @@ def _evaluate_closures(sampler: _GridSampler, lattice: _Lattice, block_index: np
         sampler.evaluate(_unique_unevaluated(sampler.flat, index))
 
 
-def _judge_blocks(grid, lattice: _Lattice, threshold, margin, slope_factor):
-    """Per block of the lattice: straddle (its corners lie on both sides of the threshold) and near (they do
-    not, but a grid point inside might cross it: see CoarseToFine). Callers only use blocks whose corners are all
-    evaluated."""
-    values = grid[np.ix_(lattice.coords, lattice.coords, lattice.coords)]
-    above = values > threshold
-    straddle = _over_corners(np.logical_or, above) & ~_over_corners(np.logical_and, above)
-    del above
-    log_values = np.log(np.maximum(values, np.finfo(np.float32).tiny, out=values), out=values)
-    slope = slope_factor * _local_slope(log_values)
-    rough = straddle & (_local_bend(log_values) * lattice.stride >= slope / 2)
-    log_gap = np.abs(np.subtract(log_values, math.log(threshold), out=log_values), out=log_values)
-    candidates = np.argwhere((_over_corners(np.fmin, log_gap) <= margin) & ~straddle)
-    reach = _corner_distances(lattice.stride)  # (points, 8) in lattice steps
-    near = np.zeros_like(straddle)
-    for start in range(0, len(candidates), 1 << 12):
-        block = candidates[start:start + (1 << 12)]
-        gaps = np.stack([log_gap[tuple((block + corner).T)] for corner in _CORNERS], axis=1)  # (K, 8)
-        with np.errstate(invalid="ignore"):  # an infinite slope times a zero distance: NaN, not near
-            reachable = gaps[:, None, :] <= slope[tuple(block.T)][:, None, None] * reach  # (K, points, 8)
-        near[tuple(block.T)] = reachable.all(axis=2).any(axis=1)
-    return straddle, near | rough
+def _judge_blocks(grid, lattice: _Lattice, blocks: np.ndarray, threshold, margin, slope_factor):
+    """For the given blocks of the lattice (K, 3): straddle (their corners lie on both sides of the threshold)
+    and near (they do not, but a separate piece may hide inside: see CoarseToFine), as (blocks,)³ masks. Each
+    block is judged from the 4×4×4 lattice points around it; callers pass blocks whose corners are evaluated."""
+    size = lattice.blocks
+    values = np.full((size + 3,) * 3, np.nan, np.float32)  # the lattice's values, a layer of NaN all round
+    values[1:-1, 1:-1, 1:-1] = grid[np.ix_(lattice.coords, lattice.coords, lattice.coords)]
+    straddle, near = np.zeros((size,) * 3, bool), np.zeros((size,) * 3, bool)
+    reach = _corner_distances(lattice.stride)  # (points, 8), in lattice steps
+    log_threshold = math.log(threshold)
+    for start in range(0, len(blocks), 1 << 15):
+        block = blocks[start:start + (1 << 15)]
+        corners = values[tuple(np.moveaxis(block[:, None, :] + _CORNERS + 1, 2, 0))]  # (K, 8)
+        above = corners > threshold
+        crossing = above.any(axis=1) & ~above.all(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):  # log 0, inf − inf: skipped as NaN below
+            gaps = np.abs(np.log(corners) - log_threshold)
+        close = ~crossing & (gaps.min(axis=1) <= margin)
+        hidden, rough = np.zeros(len(block), bool), np.zeros(len(block), bool)
+        look = crossing | close  # the only blocks the slope and bend can change anything for
+        index = block[look, :, None] + np.arange(4)  # padded coordinates of lattice points i − 1 … i + 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_cube = np.log(values[index[:, 0, :, None, None], index[:, 1, None, :, None],
+                                     index[:, 2, None, None, :]])
+            slope = slope_factor * np.sqrt(sum(_largest(np.diff(log_cube, axis=axis)) ** 2 for axis in (1, 2, 3)))
+            bend = sum(_largest(np.diff(log_cube, 2, axis=axis)) for axis in (1, 2, 3)) / 8
+        rough[look] = crossing[look] & (bend * lattice.stride >= slope / 2)
+        hidden_slope = np.zeros(len(block), np.float32)
+        hidden_slope[look] = slope
+        close &= gaps.max(axis=1) <= hidden_slope * reach.max()  # else no point is within reach of every corner
+        within = gaps[close][:, None, :] <= hidden_slope[close][:, None, None] * reach  # (C, points, 8)
+        hidden[close] = within.all(axis=2).any(axis=1)
+        straddle[tuple(block.T)] = crossing
+        near[tuple(block.T)] = hidden | rough
+    return straddle, near
+
+
+def _largest(differences: np.ndarray) -> np.ndarray:
+    """Per block, the largest |difference| among those that are numbers (0 if none is): (K, …) → (K,)."""
+    return np.nan_to_num(np.fmax.reduce(np.abs(differences), axis=(1, 2, 3)), nan=0.0)
 
 
 _CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
@@ -344,63 +363,6 @@ def _corner_distances(stride: int) -> np.ndarray:
     """Distance from each grid point of a block that is not a corner to each corner, in lattice steps."""
     points = np.array([p for p in itertools.product(range(stride + 1), repeat=3) if set(p) - {0, stride}])
     return np.linalg.norm(points[:, None, :] - stride * _CORNERS, axis=2) / stride
-
-
-def _over_corners(combine, array: np.ndarray) -> np.ndarray:
-    """Per block, `combine` folded over the values at its 8 corners (array holds one value per lattice point)."""
-    blocks = len(array) - 1
-    result = array[:blocks, :blocks, :blocks].copy()
-    for x, y, z in itertools.product((0, 1), repeat=3):
-        combine(result, array[x:x + blocks, y:y + blocks, z:z + blocks], out=result)
-    return result
-
-
-def _local_slope(log_values: np.ndarray) -> np.ndarray:
-    """Per block, a bound on the log-density's gradient in lattice steps: per axis the largest |Δ log-density|
-    along an evaluated lattice edge of the block or of its 26 neighbours (edges with an unevaluated end are
-    skipped), and of the three the Euclidean length."""
-    blocks = len(log_values) - 1
-    squares = np.zeros((blocks,) * 3, np.float32)
-    for axis in range(3):
-        with np.errstate(invalid="ignore"):  # inf − inf where the density overflowed: NaN, skipped like the rest
-            step = np.abs(np.diff(log_values, axis=axis))  # one axis has `blocks` entries, the others blocks + 1
-        slope = np.zeros((blocks,) * 3, np.float32)
-        for offsets in itertools.product((0, 1), repeat=2):
-            index = [slice(None)] * 3
-            others = [a for a in range(3) if a != axis]
-            for other, offset in zip(others, offsets):
-                index[other] = slice(offset, offset + blocks)
-            np.fmax(slope, step[tuple(index)], out=slope)
-        squares += _neighbourhood_max(slope) ** 2
-    return np.sqrt(squares)
-
-
-def _local_bend(log_values: np.ndarray) -> np.ndarray:
-    """Per block, a bound on how far the log-density strays from the trilinear blend of the block's corners, in
-    log units: an eighth of the largest |second difference| along each axis at the corners of the block or of
-    its 26 neighbours, summed over the axes (unevaluated or infinite values are skipped)."""
-    bend = 0.0
-    for axis in range(3):
-        with np.errstate(invalid="ignore"):
-            second = np.abs(np.diff(log_values, 2, axis=axis))
-        pad = [(0, 0)] * 3
-        pad[axis] = (1, 1)
-        at_points = np.pad(second, pad, constant_values=np.nan)  # centred on lattice points; none at the ends
-        bend = bend + _neighbourhood_max(np.nan_to_num(_over_corners(np.fmax, at_points), nan=0.0, posinf=np.inf))
-    return bend / 8
-
-
-def _neighbourhood_max(array: np.ndarray) -> np.ndarray:
-    """Each entry's maximum over its 3×3×3 neighbourhood (inside the array); for booleans, any. Three 1-D
-    passes over shifted views: several times faster than scipy's filter on these small arrays."""
-    result = array.copy()
-    for axis in range(3):
-        low, high = [slice(None)] * 3, [slice(None)] * 3
-        low[axis], high[axis] = slice(None, -1), slice(1, None)
-        source = result.copy()
-        np.maximum(result[tuple(low)], source[tuple(high)], out=result[tuple(low)])
-        np.maximum(result[tuple(high)], source[tuple(low)], out=result[tuple(high)])
-    return result
 
 
 def _unique_unevaluated(flat: np.ndarray, index: np.ndarray) -> np.ndarray:
