@@ -352,7 +352,8 @@ def _judge_blocks(grid, lattice: _Lattice, blocks: np.ndarray, threshold, margin
 
 def _largest(differences: np.ndarray) -> np.ndarray:
     """Per block, the largest |difference| among those that are numbers (0 if none is): (K, …) → (K,)."""
-    return np.nan_to_num(np.fmax.reduce(np.abs(differences), axis=(1, 2, 3)), nan=0.0)
+    largest = np.fmax.reduce(np.abs(differences), axis=(1, 2, 3))
+    return np.where(np.isnan(largest), 0.0, largest)  # an infinite step (overflowed density) stays infinite
 
 
 _CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
