@@ -2,10 +2,12 @@
 #   make demo      set up .venv, then image -> mesh in headless Blender: out/<name>.blend/.png/.glb
 #   make test      set up .venv, then the whole test suite
 #   make package   the installable extension zip(s) in dist/
+#   make gpu-check on a CUDA machine: parity with the CPU, the float16 bound, image -> mesh timings and memory
 # Variables: MODEL=folder (demo: a local model), IMAGE=file (demo input),
 #   PLATFORMS="linux-x64 windows-x64 macos-arm64", PYTHON_VERSIONS="3.11 3.13" (package),
 #   TORCH_SOURCE=folder-or-index-url (package: where the CPU torch wheels come from),
-#   PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" (venv: e.g. the small CPU torch).
+#   PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" (venv: e.g. the small CPU torch),
+#   GPU_PYTHON=python (gpu-check: one whose torch is a CUDA build; .venv's is the CPU one).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -21,7 +23,7 @@ TORCH_SOURCE ?=
 SYSTEM_LIBS := libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libx11-6 libxi6 libxrender1 \
 	libxfixes3 libxext6 libsm6 libice6 libxkbcommon0
 
-.PHONY: test demo package venv system-libs examples clean
+.PHONY: test demo package venv system-libs examples gpu-check clean
 
 test: system-libs venv
 	$(PY) -m pytest -q
@@ -32,6 +34,9 @@ demo: system-libs venv
 package: venv
 	$(PY) scripts/package.py --platforms $(PLATFORMS) --python-versions $(PYTHON_VERSIONS) \
 		$(if $(TORCH_SOURCE),--torch-source "$(TORCH_SOURCE)")
+
+gpu-check: venv
+	$(or $(GPU_PYTHON),$(PY)) benchmarks/gpu_check.py $(if $(MODEL),--model "$(MODEL)")
 
 examples: system-libs venv
 	$(PY) scripts/make_examples.py
