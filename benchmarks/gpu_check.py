@@ -89,11 +89,13 @@ def format_report(parity_result: dict, bound: dict, timings: list, mesh_check: d
              f"parity, float32 {parity_result['devices']}: scene codes {parity_result['code_max_diff']:.2e} "
              f"(≤ {CODE_TOLERANCE:g}), log-density {parity_result['log_density_max_diff']:.2e} "
              f"(≤ {LOG_DENSITY_TOLERANCE:g}): {'pass' if parity_result['passed'] else 'FAIL'}",
-             f"{bound['precision']} encode on {bound['device']}: scene codes differ by {bound['code_relative_diff']:.2e} "
+             f"{bound['precision']} encode on {bound['device']}: scene codes differ by "
+             f"{bound['code_relative_diff']:.2e} "
              f"of the largest (≤ {FLOAT16_CODE_BOUND:g}): {'pass' if bound['passed'] else 'FAIL'}"]
     if mesh_check:
         lines.append(format_agreement(mesh_check))
-    lines.append(f"{'image → mesh':14} {'encode':>9} {'extract':>9} {'total':>9} {'faces':>11} {'peak GPU memory':>16}")
+    header = f"{'image → mesh':14} {'encode':>9} {'extract':>9} {'total':>9} {'faces':>11} {'peak GPU memory':>16}"
+    lines.append(header)
     for row in timings:
         peak = f"{row['peak_mb']:,.0f} MB" if row["peak_mb"] is not None else "—"
         lines.append(f"{str(row['resolution']) + '³':14} {row['encode_s']:>7.2f} s {row['extract_s']:>7.2f} s "

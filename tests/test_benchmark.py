@@ -28,6 +28,7 @@ def test_benchmark_prints_the_comparison_table(tiny_model_dir):
     assert fast_evaluations < dense_evaluations
     assert "best of 2 per path" in smooth
     assert re.search(r"smooth field at 48³, fast path only: [\d,]+ faces; extraction [\d.]+ s", table)
-    ratios = re.findall(r"density evaluations ÷ surface grid points +([\d.]*) +([\d.]+) +\(([\d,]+) grid points", table)
+    ratios = re.findall(r"density evaluations ÷ surface grid points +([\d.]*) +([\d.]+) +\(([\d,]+) grid points",
+                        table)
     assert len(ratios) == 4 and all(float(fast) > 0 and int(points.replace(",", "")) > 0 for _, fast, points in ratios)
     assert all(float(dense) > float(fast) for dense, fast, _ in ratios[1:3]) and ratios[3][0] == ""

@@ -125,8 +125,8 @@ def test_unknown_precision_is_a_model_error(model, model_input):
 CPUINFO = "processor\t: {n}\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx2 {extra}\n\n"
 
 
-@pytest.mark.parametrize("extra, native", [("avx512f", False), ("avx512f avx512_bf16", True), ("amx_bf16 amx_tile", True),
-                                           ("", False)])
+@pytest.mark.parametrize("extra, native", [("avx512f", False), ("avx512f avx512_bf16", True),
+                                           ("amx_bf16 amx_tile", True), ("", False)])
 def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, extra, native):
     from core.model import cpu_has_native_bfloat16
 
