@@ -33,7 +33,7 @@ from core.extract import ExtractionStats, extract_mesh  # noqa: E402
 from core.preprocess import prepare_image  # noqa: E402
 from core.weights import load_model, official_state_dict  # noqa: E402
 from shared import peak_rss_mb, smooth_scene_code, timed  # noqa: E402
-from tests.meshdiff import compare as mesh_diff  # noqa: E402
+from tests.meshdiff import compare as mesh_diff, surface_points  # noqa: E402
 
 INSIDE_FRACTION = 0.15  # of the grid above the threshold in a calibrated field
 LOG_DENSITY_STD = 3.0
@@ -194,7 +194,8 @@ def extract_field(model, code, resolution: int, path: str):
                 radius=model.config.renderer.radius, coarse_to_fine=False, stats=stats))
         finally:
             model.query_chunk_size = default_chunk
-    return mesh, {"extract_s": seconds, "density_evaluations": stats.density_evaluations, "grid_s": stats.grid_seconds, "mc_s": stats.marching_cubes_seconds,
+    return mesh, {"extract_s": seconds, "density_evaluations": stats.density_evaluations,
+                  "grid_s": stats.grid_seconds, "mc_s": stats.marching_cubes_seconds,
                   "color_s": stats.color_seconds, "evaluations": stats.density_evaluations + stats.color_evaluations,
                   "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
 
@@ -282,17 +283,9 @@ def print_table(dense: dict, fast: dict, reference: dict | None, args, out: Path
 def print_surface_ratio(dense: dict | None, fast: dict, points: int):
     """Density evaluations per grid point the surface touches (see surface_points): 1.0 would be no waste."""
     dense_part = f"{dense['density_evaluations'] / points:>20.2f}" if dense else f"{'':>20}"
-    print(f"{'  density evaluations ÷ surface grid points':42} {dense_part} {fast['density_evaluations'] / points:>10.2f}"
+    print(f"{'  density evaluations ÷ surface grid points':42} {dense_part} "
+          f"{fast['density_evaluations'] / points:>10.2f}"
           f"   ({points:,} grid points at the ends of the grid edges the surface crosses)")
-
-
-def surface_points(vertices: np.ndarray, resolution: int, radius: float) -> int:
-    """The grid points any exact extraction must evaluate: both ends of every grid edge a mesh vertex lies on."""
-    index = (vertices.astype(np.float64) + radius) / (2 * radius) * (resolution - 1)
-    low = np.floor(index + 1e-4).astype(np.int64)  # a vertex within 1e-4 of a grid plane lies on it
-    high = np.where(index - low > 1e-4, low + 1, low)
-    ends = np.concatenate([low, high])
-    return len(np.unique((ends[:, 0] * resolution + ends[:, 1]) * resolution + ends[:, 2]))
 
 
 def run_reference(args, model: Path, out: Path, calibration) -> dict:
