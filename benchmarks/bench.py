@@ -6,7 +6,7 @@
 Without --model it builds a full-size TripoSR (official dimensions, random weights from a fixed seed) and saves it
 as an official-format checkpoint, so loading is measured too. Each path runs in its own process, so the peak
 memory printed is that path's alone; the synthetic fields' extraction ratios come from both paths taking turns in
-one process (this machine's speed drifts too much between processes minutes apart). Three fields are extracted:
+one process (a shared machine's speed can drift too much between processes minutes apart). Three fields are extracted:
 the image's own field (random weights: noise), a smooth synthetic field (smooth triplanes) and a busier one with
 more surface (~1 M faces at 256³); the smooth one also at --hires by the fast path alone. Random weights
 give a nearly constant density, so each field's raw density is scaled and shifted (the decoder's last layer) to
@@ -80,7 +80,8 @@ RATIO_FIELDS = ("smooth", "busy")  # the synthetic ones, whose extraction ratio 
 BUSY_PATTERN = 6
 
 
-def save_random_model(folder: Path) -> dict:
+def random_model():
+    """A full-size TripoSR (official dimensions) with random weights from a fixed seed."""
     from core.config import ModelConfig
     from core.model import TripoSR
 
@@ -88,6 +89,11 @@ def save_random_model(folder: Path) -> dict:
     model = TripoSR(ModelConfig())
     for layer in model.decoder.layers:  # the default init makes a 9-layer MLP all but constant
         torch.nn.init.normal_(layer.weight, std=1.5 * (2.0 / layer.in_features) ** 0.5)
+    return model.eval()
+
+
+def save_random_model(folder: Path) -> dict:
+    model = random_model()
     (folder / "config.yaml").write_text(OFFICIAL_CONFIG)
     _, seconds = timed(lambda: torch.save(official_state_dict(model), folder / "model.ckpt"))
     return {"save_s": seconds, "ckpt_mb": (folder / "model.ckpt").stat().st_size / 2**20}
@@ -169,7 +175,7 @@ def run_path(args) -> dict:
 
 def ratio_runs(extract, repeat: int) -> dict:
     """A field extracted by the dense and the fast path in turn, `repeat` times each, in one process:
-    this machine's speed drifts by tens of percent over minutes, so the two paths' own runs (minutes apart, in
+    a shared machine's speed can drift by tens of percent over minutes, so the two paths' own runs (minutes apart, in
     separate processes) are not comparable enough for a ratio. Each path's fastest run is kept."""
     best = {}
     for _ in range(repeat):

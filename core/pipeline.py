@@ -1,42 +1,30 @@
 """One image → one coloured mesh with a loaded model: prepare the image, encode it, extract the surface."""
 
 import gc
-import math
-from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError, ModelError
+from .errors import ModelError
 from .model import TripoSR
+from .settings import GenerateSettings
 
 
-@dataclass
-class GenerateSettings:
-    remove_background: bool = True
-    foreground_ratio: float = 0.85
-    resolution: int = 256  # marching-cubes grid per axis
-    threshold: float = 25.0  # iso level on the density
-
-    def validate(self):
-        resolution = self.resolution
-        if not isinstance(resolution, int) or isinstance(resolution, bool) or not 8 <= resolution <= 1024:
-            raise InputError(f"Resolution must be a whole number from 8 to 1024, not {self.resolution!r}.")
-        if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold) or self.threshold <= 0:
-            raise InputError(f"Threshold must be a positive number (TripoSR's default is 25), not {self.threshold!r}.")
-        if not isinstance(self.foreground_ratio, (int, float)) or not 0.1 <= self.foreground_ratio <= 1.0:
-            raise InputError(f"Foreground ratio must be between 0.1 and 1, not {self.foreground_ratio!r}.")
-
-
+# The settings the scene code depends on; every other one (resolution, threshold, output options) acts only after
+# encoding, so changing it can re-use the image's scene code (core.scene_cache).
+PREPROCESS_FIELDS = ("remove_background", "foreground_ratio")
 STAGES = ("Preparing image", "Encoding image", "Extracting mesh")
 OOM_RETRIES = 2  # extraction out of GPU memory: retries, each with 4× smaller query chunks
 MIN_QUERY_CHUNK = 1024
 
 
-def generate(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None):
+def generate(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None, *, scene_code=None,
+             on_encoded=None):
     """Image (anything prepare_image accepts) → core.mesh.Mesh in TripoSR's native frame.
 
     progress(stage, fraction) is called as each stage advances; it may raise core.errors.Cancelled to stop the
-    job, which then propagates with nothing left behind."""
+    job, which then propagates with nothing left behind. scene_code: (3, C, H, W), what this model made of this
+    image with the same PREPROCESS_FIELDS before: the image is then neither prepared nor encoded again.
+    on_encoded(scene_code) receives a newly made scene code."""
     from .preprocess import prepare_image
 
     settings = settings or GenerateSettings()
@@ -44,32 +32,37 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
     report = progress or (lambda stage, fraction: None)
     stage = STAGES[0]
     try:
-        report(STAGES[0], 0.0)
-        pixels = prepare_image(
-            image, remove_background=settings.remove_background, foreground_ratio=settings.foreground_ratio
-        )
-        report(STAGES[0], 1.0)
-        stage = STAGES[1]
-        report(STAGES[1], 0.0)
-        images = torch.from_numpy(pixels).unsqueeze(0)
-        scene_code = model.encode(images, progress=lambda fraction: report(STAGES[1], fraction))[0]
+        if scene_code is None:
+            report(STAGES[0], 0.0)
+            pixels = prepare_image(
+                image, remove_background=settings.remove_background, foreground_ratio=settings.foreground_ratio
+            )
+            report(STAGES[0], 1.0)
+            stage = STAGES[1]
+            report(STAGES[1], 0.0)
+            images = torch.from_numpy(pixels).unsqueeze(0)
+            scene_code = model.encode(images, progress=lambda fraction: report(STAGES[1], fraction))[0]
+            if on_encoded is not None:
+                on_encoded(scene_code)
+        else:
+            scene_code = scene_code.to(model.device)
         stage = STAGES[2]
         report(STAGES[2], 0.0)
         mesh = _extract_with_retries(model, scene_code, settings, lambda fraction: report(STAGES[2], fraction))
         report(STAGES[2], 1.0)
         return mesh
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError as error:  # torch.OutOfMemoryError (2.5+) is its alias
         retried = ", even with smaller batches" if stage == STAGES[2] else ""  # only the extraction is retried
         raise ModelError(
             f"Out of memory on {model.device} while {stage.lower()}{retried}. Lower the resolution, close other "
             "programs using the GPU, or use the CPU."
-        ) from None
-    except MemoryError:
-        raise ModelError(_out_of_memory_message(stage)) from None
+        ) from error
+    except MemoryError as error:
+        raise ModelError(_out_of_memory_message(stage)) from error
     except RuntimeError as error:  # a torch failure we did not foresee (unsupported op on a backend, ...)
         if "can't allocate memory" in str(error) or "not enough memory" in str(error):  # torch's CPU allocator
-            raise ModelError(_out_of_memory_message(stage)) from None
-        raise ModelError(f"The model failed while {stage.lower()} on {model.device}: {error}") from None
+            raise ModelError(_out_of_memory_message(stage)) from error
+        raise ModelError(f"The model failed while {stage.lower()} on {model.device}: {error}") from error
     finally:
         if model.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -84,7 +77,7 @@ def _extract_with_retries(model: TripoSR, scene_code, settings: GenerateSettings
             try:
                 return model.extract_mesh(scene_code, resolution=settings.resolution, threshold=settings.threshold,
                                           progress=progress)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 if attempt == OOM_RETRIES or model.query_chunk_size <= MIN_QUERY_CHUNK:
                     raise
             # Outside the except block, so the failed attempt's tensors are already released.

@@ -1,6 +1,6 @@
 """The client that runs core in a separate Python process keeping the model loaded between jobs (worker_process).
 
-Why a process (see DESIGN.md): inference in a thread stalls Blender's UI, a crash or out-of-memory in a child
+Why a process (docs/architecture.md): inference in a thread stalls Blender's UI, a crash or out-of-memory in a child
 cannot take Blender down, a child can be ended at any moment, and it can be another interpreter (an
 environment with CUDA PyTorch). The child is `<python> -m core.worker_process`, started with a plain subprocess
 and spoken to over its stdin/stdout with worker_protocol's messages (JSON + raw numpy arrays, never pickle).
@@ -15,20 +15,24 @@ Client API (the Blender operator's; the client never imports torch):
         extra_paths  more import paths for the worker, after the add-on's folder.
         timeouts     Timeouts(loading=1200, silence=300, grace=5) in seconds: the longest silence allowed
                      while the worker starts and loads the model / while a job runs; how long a cancelled or
-                     closing worker may take to stop before it is killed.
+                     closing worker may take to stop before it is killed. A download reports every chunk, so
+                     it is never silent while bytes arrive, however long it takes.
     client.start()                        start the process now (optional: jobs start it on demand)
     client.submit(image, settings, model) start a job, return at once
         image        numpy array (H, W) or (H, W, C) of pixels (uint8, uint16, float...) or a file path; an array
                      is sent from a background thread: leave it unchanged until the job ends
         settings     core.pipeline.GenerateSettings (or a dict of its fields)
-        model        ModelSpec(source, revision, device, cache_dir, allow_download); a job with another spec
+        model        ModelSpec(source, revision, device, cache_dir, search_dirs, allow_download); another spec
                      than the loaded model's reloads it
         Raises WorkerError when a job is already running or the process cannot start, InputError for an image
         that is neither an array nor a path.
     client.poll() -> list of events       non-blocking, for a modal operator's timer. A job ends with exactly
                                           one Result or Failure.
-        Progress(stage, fraction)  stage: "Loading model", "Preparing image", "Encoding image", "Extracting mesh"
-        Result(mesh)               core.mesh.Mesh
+        Progress(stage, fraction, detail)  stage: "Loading model", "Downloading model" (detail: the file, bytes,
+                                   speed and time left), "Preparing image", "Encoding image", "Extracting mesh",
+                                   or "Re-using encoded image" instead of preparing and encoding (see Result)
+        Result(mesh, reused_encoding)  core.mesh.Mesh; reused_encoding: the worker kept the scene code of this
+                                   image (same pixels, model and preprocessing) and only extracted again
         Failure(error)             an InputError, ModelError, WorkerError or Cancelled: show str(error)
     client.run(image, settings, model, progress=None) -> Mesh
                                           blocking (background mode, scripts). progress(stage, fraction) may
@@ -63,7 +67,7 @@ import numpy as np
 
 from .errors import Cancelled, ImageToMeshError, InputError, ModelError, WorkerError
 from .mesh import Mesh
-from .worker_process import LOG_PREFIX
+from .worker_process import LOADING_STAGES, LOG_PREFIX
 from .worker_protocol import DTYPES, read_message, write_message
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,12 @@ log = logging.getLogger(__name__)
 LOG_LINES = 200
 LOG_LINE_BYTES = 4096
 _ERROR_TYPES = {cls.__name__: cls for cls in (ImageToMeshError, InputError, ModelError, WorkerError, Cancelled)}
+# A Ctrl+C in Blender's console must not reach the worker (it ends when its stdin closes): a session of its own on
+# POSIX; on Windows, where start_new_session does nothing, a process group of its own and no console window.
+if os.name == "nt":
+    _OWN_PROCESS_GROUP = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+else:
+    _OWN_PROCESS_GROUP = {"start_new_session": True}
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,8 @@ class ModelSpec:
     source: str = "stabilityai/TripoSR"  # HF repo id or a local folder with config.yaml + model.ckpt
     revision: str | None = None
     device: str = "auto"
-    cache_dir: str | None = None
+    cache_dir: str | None = None  # where a download goes; None = the standard Hugging Face cache
+    search_dirs: tuple = ()  # more caches that may hold a copy already
     allow_download: bool = True
 
     def to_message(self) -> dict:
@@ -88,7 +99,8 @@ class ModelSpec:
         source = os.fspath(self.source)
         cache_dir = None if self.cache_dir is None else os.path.abspath(os.fspath(self.cache_dir))
         return dataclasses.asdict(dataclasses.replace(
-            self, source=os.path.abspath(source) if os.path.isdir(source) else source, cache_dir=cache_dir))
+            self, source=os.path.abspath(source) if os.path.isdir(source) else source, cache_dir=cache_dir,
+            search_dirs=[os.path.abspath(os.fspath(path)) for path in self.search_dirs]))
 
 
 @dataclass
@@ -102,11 +114,13 @@ class Timeouts:
 class Progress:
     stage: str
     fraction: float
+    detail: str = ""
 
 
 @dataclass
 class Result:
     mesh: Mesh
+    reused_encoding: bool = False  # the worker kept this image's scene code and only extracted the mesh again
 
 
 @dataclass
@@ -123,7 +137,7 @@ class _Child:
         self.log = collections.deque(maxlen=LOG_LINES)
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
-            start_new_session=True, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+            **_OWN_PROCESS_GROUP)
         self.threads = [threading.Thread(target=target, daemon=True, name=f"image-to-mesh worker {name}")
                         for name, target in (("input", self._write_input), ("output", self._read_output),
                                              ("log", self._read_log))]
@@ -332,12 +346,14 @@ class WorkerClient:
                 return None
             if header["type"] == "progress":
                 self._stage = header["stage"]
-                return None if self._cancel_deadline is not None else Progress(header["stage"], header["fraction"])
+                if self._cancel_deadline is not None:
+                    return None
+                return Progress(header["stage"], header["fraction"], header.get("detail", ""))
             self._busy = False
             if self._cancel_deadline is not None:
                 return Failure(Cancelled("Cancelled."))
             if header["type"] == "result":
-                return Result(Mesh(**arrays))
+                return Result(Mesh(**arrays), bool(header.get("reused_encoding")))
             return Failure(_ERROR_TYPES.get(header.get("error"), WorkerError)(header.get("message", "")))
         was_busy, cancelled = self._busy, self._cancel_deadline is not None
         unaccepted, self._unaccepted = self._unaccepted, None
@@ -369,7 +385,7 @@ class WorkerClient:
             self._discard(kill=True)
             log.info("the worker did not stop within %.0f s of a cancel and was ended", self.timeouts.grace)
             return Failure(Cancelled("Cancelled."))
-        loading = self._stage in (None, "Loading model")
+        loading = self._stage in (None, *LOADING_STAGES)
         limit = self.timeouts.loading if loading else self.timeouts.silence
         if now - self._last_heard <= limit:
             return None

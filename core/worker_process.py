@@ -16,9 +16,13 @@ import time
 import traceback
 
 from .errors import Cancelled, ImageToMeshError, ModelError, WorkerError
+from .scene_cache import SceneCodeCache, scene_key
+from .torch_support import torch_problem
 from .worker_protocol import read_message, write_message
 
 LOG_PREFIX = "[image-to-mesh worker "
+LOADING_STAGES = ("Loading model", "Downloading model")
+REUSE_STAGE = "Re-using encoded image"  # reported instead of preparing and encoding when the scene code is kept
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one stage
 ORPHAN_EXIT_DELAY = 5.0  # seconds a worker whose parent is gone waits for its job to stop before it exits
 
@@ -34,6 +38,8 @@ class _Server:
         self.parent_gone = threading.Event()
         self.model = None
         self.model_spec = None
+        self.scene_codes = SceneCodeCache()
+        self.unusable = None  # why this interpreter cannot run jobs (e.g. its PyTorch is too old), found at start
         threading.Thread(target=self._read_requests, args=(requests_in,), daemon=True).start()
 
     def serve(self):
@@ -65,13 +71,17 @@ class _Server:
 
     def _answer(self, header: dict, arrays: dict) -> tuple[dict, dict]:
         job = header["job"]
+        if self.unusable is not None:
+            return _error_reply(job, WorkerError(self.unusable))
         try:
             progress = self._progress_callback(job)
             model = self._load(header["model"], progress)
             image = arrays.pop("image") if "image" in arrays else header["image_path"]
-            mesh = self._run_pipeline(model, image, header["settings"], progress)
+            mesh, reused = self._run_pipeline(model, image, header, progress)
         except ImageToMeshError as error:
             _log(f"job {job}: {type(error).__name__}: {error}")
+            if error.__cause__ is not None:  # what went wrong underneath, for the log
+                traceback.print_exception(error)
             return _error_reply(job, error)
         except ImportError as error:
             traceback.print_exc()
@@ -83,19 +93,20 @@ class _Server:
             text = f"{type(error).__name__}: {error}"[:300]
             return _error_reply(job, WorkerError(f"Generating failed with an unexpected error in the worker ({text}). "
                                                  "This is a bug in Image to Mesh; the worker's log has the details."))
-        return {"type": "result", "job": job}, {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)}
+        arrays = {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)}
+        return {"type": "result", "job": job, "reused_encoding": reused}, arrays
 
     def _progress_callback(self, job: int):
         last = {"stage": None, "time": 0.0}
 
-        def progress(stage: str, fraction: float):
+        def progress(stage: str, fraction: float, detail: str = ""):
             if self.cancelled_job == job or self.parent_gone.is_set():
                 raise Cancelled("Cancelled.")
             now = time.monotonic()
             if stage != last["stage"] or fraction >= 1.0 or now - last["time"] >= PROGRESS_INTERVAL:
                 last.update(stage=stage, time=now)
                 write_message(self.output, {"type": "progress", "job": job, "stage": stage,
-                                            "fraction": float(fraction)})
+                                            "fraction": float(fraction), "detail": detail})
         return progress
 
     def _load(self, spec: dict, progress):
@@ -104,24 +115,40 @@ class _Server:
             return self.model
         self.model = self.model_spec = None
         gc.collect()
-        progress("Loading model", 0.0)
+        loading, downloading = LOADING_STAGES
+        progress(loading, 0.0)
         from .weights import load_model
         import torch
 
+        def on_download(status):  # every chunk: a cancel is seen at once, and the client hears the download advance
+            progress(downloading, status.fraction, f"{status.filename}: {status.text()}")
+
         try:
-            self.model = load_model(**spec)
-        except torch.OutOfMemoryError:
+            self.model = load_model(**spec, on_download=on_download)
+        except torch.cuda.OutOfMemoryError as error:  # torch.OutOfMemoryError (2.5+) is its alias
             raise ModelError("The GPU does not have enough free memory for the model. Close other programs "
-                             "that use the GPU, or choose the CPU device.") from None
+                             "that use the GPU, or choose the CPU device.") from error
         self.model_spec = spec
         _log(f"loaded {spec['source']} on {self.model.device}")
-        progress("Loading model", 1.0)
+        progress(loading, 1.0)
         return self.model
 
-    def _run_pipeline(self, model, image, settings: dict, progress):
-        from .pipeline import GenerateSettings, generate
+    def _run_pipeline(self, model, image, header: dict, progress):
+        """(mesh, whether a kept scene code stood in for preparing and encoding the image)."""
+        from .pipeline import PREPROCESS_FIELDS, generate
+        from .settings import GenerateSettings
 
-        return generate(model, image, GenerateSettings(**settings), progress=progress)
+        settings = GenerateSettings(**header["settings"])
+        try:
+            key = scene_key(image, dataclasses.asdict(settings), header["model"], PREPROCESS_FIELDS)
+        except OSError:  # an unreadable file: the pipeline says so
+            key = None
+        scene_code = self.scene_codes.get(key) if key is not None else None
+        if scene_code is not None:
+            progress(REUSE_STAGE, 1.0)
+        mesh = generate(model, image, settings, progress=progress, scene_code=scene_code,
+                        on_encoded=None if key is None else lambda code: self.scene_codes.put(key, code))
+        return mesh, scene_code is not None
 
 
 def _error_reply(job: int, error: ImageToMeshError) -> tuple[dict, dict]:
@@ -155,10 +182,15 @@ def main():
         os.dup2(devnull.fileno(), 0)
     _log(f"started with Python {sys.version.split()[0]} at {sys.executable}")
     server = _Server(requests_in, messages_out)  # reads requests from now on, so the parent never waits to send
-    try:  # import torch now, before a job waits for it, so that loading a model later is quick and cancellable
-        from . import pipeline, weights  # noqa: F401
-    except ImportError:
-        pass  # the first job reports it with a clear message
+    # Import torch now, before a job waits for it, so that loading a model later is quick and cancellable.
+    server.unusable = torch_problem()
+    if server.unusable is not None:
+        _log(server.unusable)  # every job is answered with it
+    else:
+        try:
+            from . import pipeline, weights  # noqa: F401
+        except ImportError:
+            pass  # the first job reports it with a clear message
     server.serve()
     _log("stopping: the parent closed the connection")
 

@@ -5,23 +5,28 @@ mode run the same job synchronously. The job's steps (start, poll, cancel, finis
 tests can drive them directly: timers never fire in the bpy module.
 """
 
+import logging
 import time
 from dataclasses import dataclass
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, FloatProperty, IntProperty, StringProperty
 
 from .. import worker_session
 from ..core.errors import Cancelled, ImageToMeshError, InputError, ModelError
+from ..core.settings import FOREGROUND_RATIO, REMOVE_BACKGROUND, RESOLUTION, THRESHOLD, GenerateSettings
 from ..core.worker import Failure, ModelSpec, Progress, Result
-from ..preferences import get_preferences, model_cache_dir, model_source, python_executable
-from ..properties import RESOLUTION, THRESHOLD_DEFAULT, job_status, scene_settings
+from ..preferences import get_preferences, model_caches, model_source, python_executable
+from ..properties import bounds, job_status, scene_settings
+from .batch import Batch, batch_files
 from .image_source import checked_file, file_pixels_via_blender, image_pixels, object_name_for
 from .scene_object import add_mesh_object
 
 # Formats core's Pillow loader cannot read; Blender reads them, then its datablock is removed again.
 BLENDER_ONLY_SUFFIXES = {".exr", ".hdr", ".dpx", ".cin", ".jp2", ".j2c"}
 POLL_INTERVAL = 0.1  # seconds between worker polls (timer and synchronous path)
+
+log = logging.getLogger(__name__)
 
 _active_job = None
 
@@ -34,7 +39,7 @@ def active_job():
 class GenerateRequest:
     image: object  # numpy pixels or a file path, as the worker takes them
     name: str  # the new object's name
-    settings: dict  # core.pipeline.GenerateSettings fields (no torch import in Blender's process)
+    settings: dict  # core.settings.GenerateSettings fields
     model: ModelSpec
     at_cursor: bool
 
@@ -47,9 +52,11 @@ class GenerateJob:
         self.python = python
         self.stage = "Starting"
         self.progress = 0.0
+        self.detail = ""  # e.g. a download's bytes, speed and time left
         self.mesh = None
         self.error: ImageToMeshError | None = None
         self.cancel_requested = False
+        self.reused_encoding = False  # the worker re-used this image's kept scene code
         self.client = None
 
     @property
@@ -98,11 +105,19 @@ class GenerateJob:
 
     def _handle(self, event):
         if isinstance(event, Progress):
-            self.stage, self.progress = event.stage, float(event.fraction)
+            self.stage, self.progress, self.detail = event.stage, float(event.fraction), event.detail
         elif isinstance(event, Result):
-            self.mesh = event.mesh
+            self.mesh, self.reused_encoding = event.mesh, event.reused_encoding
         elif isinstance(event, Failure):
             self.error = event.error
+
+    def abandon(self):
+        """End the job after an unexpected error: the worker's state is unknown, so it is closed."""
+        self._release()
+        try:
+            worker_session.close()
+        except Exception:  # noqa: BLE001 - already failing; the session holds no client any more either way
+            log.exception("closing the worker after an unexpected error failed")
 
     def _release(self):
         global _active_job
@@ -123,6 +138,7 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
     # Blender keeps floats in single precision: 0.85 would arrive as 0.8500000238 and shift the image framing.
     options["foreground_ratio"] = round(float(options["foreground_ratio"]), 6)
     options["threshold"] = round(float(options["threshold"]), 6)
+    GenerateSettings(**options).validate()
     at_cursor = overrides.get("place_at_cursor")
     at_cursor = settings.place_at_cursor if at_cursor is None else at_cursor
 
@@ -144,7 +160,7 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
     model = ModelSpec(
         source=model_source(preferences),
         device=preferences.device,
-        cache_dir=model_cache_dir(),
+        **model_caches(),
         allow_download=bpy.app.online_access,
     )
     return GenerateRequest(source, name, options, model, at_cursor)
@@ -172,47 +188,262 @@ def explain(error: ImageToMeshError) -> str:
     return message
 
 
-def show_status(context, job: GenerateJob | None, *, error: str = "", result: str = ""):
+def show_status(context, job: GenerateJob | None, *, error: str = "", result: str = "", batch=None):
+    """batch: the operator's queue, whose place ("3 of 12 — Encoding image") the stage shows."""
     status = job_status(context)
     status.running = job is not None and not job.done
-    status.stage = job.stage if job is not None else ""
+    status.stage = "" if job is None else job.stage if batch is None else batch.stage_text(job.stage)
     status.progress = job.progress if job is not None else 0.0
+    status.detail = job.detail if status.running else ""
     status.error = error
     status.result = result
     workspace = context.workspace
     if workspace is not None:
-        text = f"Image to Mesh: {job.stage} {job.progress:.0%}  (Esc to cancel)" if status.running else None
-        workspace.status_text_set(text)
+        text = f"Image to Mesh: {status.stage} {status.progress:.0%} {status.detail}  (Esc to cancel)"
+        workspace.status_text_set(text if status.running else None)
     for window in context.window_manager.windows:
         for area in window.screen.areas:
             if area.type == "VIEW_3D":
                 area.tag_redraw()
 
 
-class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
+SETTING_NAMES = ("resolution", "remove_background", "foreground_ratio", "threshold")
+
+
+def fail(context, error: ImageToMeshError, report):
+    message = explain(error)
+    show_status(context, None, error=message)
+    report({"ERROR"}, message)
+
+
+class QueueRun:
+    """One Generate's queue being run: its Batch, the job in progress, the window-manager timer, and how it ends.
+    Plain Python, because operator instances exist only while Blender runs them (and timers never fire in the bpy
+    module): tests drive its modal steps directly. report is the operator's report()."""
+
+    def __init__(self, batch: Batch, report):
+        self.batch, self.report = batch, report
+        self.job: GenerateJob | None = None
+        self.timer = None
+        self.cancelled = False
+        self.reused = False  # the last object's job re-used the worker's kept scene code
+
+    @classmethod
+    def for_job(cls, context, job: GenerateJob, report) -> "QueueRun":
+        """A modal run of one job already started (tests; the operator goes through begin())."""
+        run = cls(Batch([{}], lambda source: job), report)
+        run.begin(context)
+        run.start_timer(context)
+        return run
+
+    def begin(self, context) -> bool:
+        """Start the queue's first usable image; False (reported) when there is none."""
+        self.job = self.batch.next_job()
+        if self.job is None:
+            self.end(context)
+            return False
+        show_status(context, self.job, batch=self.batch)
+        return True
+
+    def run(self, context) -> set[str]:
+        """The synchronous path: every job, one after the other."""
+        try:
+            while self.job is not None:
+                self.job.wait()
+                self.job_ended(context)
+        except BaseException:  # e.g. KeyboardInterrupt in a script: leave no job running
+            if self.job is not None:
+                self.job.cancel()
+            show_status(context, None)
+            raise
+        return self.end(context)
+
+    def start_timer(self, context):
+        self.timer = context.window_manager.event_timer_add(POLL_INTERVAL, window=context.window)
+
+    def modal(self, context, event) -> set[str]:
+        try:
+            job = self.job
+            if event.type == "ESC" and event.value == "PRESS":
+                job.request_cancel()
+            if event.type != "TIMER" and not job.cancel_requested:
+                return {"PASS_THROUGH"}
+            if not job.poll():
+                show_status(context, job, batch=self.batch)
+                return {"RUNNING_MODAL"}
+            self.job_ended(context)
+            if self.job is not None:
+                show_status(context, self.job, batch=self.batch)
+                return {"RUNNING_MODAL"}
+            self.stop(context)
+            return self.end(context)
+        except Exception as error:  # a bug or a broken reply: the queue must still end and free the Generate button
+            log.exception("Generate 3D failed")
+            if self.job is not None:
+                self.job.abandon()  # first: it cannot fail, and it frees the Generate button
+                self.job = None
+            self.stop(context)
+            fail(context, ImageToMeshError(
+                f"Generate 3D failed with an unexpected error ({type(error).__name__}: {error}). This is a bug in "
+                "Image to Mesh; the system console has the details. The next Generate starts a new worker."),
+                self.report)
+            return {"CANCELLED"}
+
+    def cancel(self, context):
+        """Blender ends the operator (file loaded, window closed)."""
+        self.stop(context)
+        if self.job is not None:
+            self.job.cancel()
+        show_status(context, None)
+
+    def stop(self, context):
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            context.window_manager.event_timer_remove(timer)
+
+    def job_ended(self, context):
+        job, batch = self.job, self.batch
+        self.job = None
+        if isinstance(job.error, Cancelled):  # Cancel stops this image and drops the rest
+            self.cancelled = True
+            return
+        if job.error is not None:
+            batch.fail(job.error)
+        else:
+            try:
+                batch.add(context, job)
+                self.reused = job.reused_encoding
+            except ImageToMeshError as error:  # e.g. the active collection cannot take objects
+                batch.fail(error)
+        self.job = batch.next_job()
+
+    def end(self, context) -> set[str]:
+        batch = self.batch
+        if batch.total == 1 and batch.failures:
+            fail(context, batch.failures[0][1], self.report)
+            return {"CANCELLED"}
+        failed = "; ".join(f"{name}: {explain(error)}" for name, error in batch.failures)
+        for name, error in batch.failures:
+            self.report({"WARNING"}, f"{name}: {explain(error)}")
+        if not batch.objects:
+            if self.cancelled:
+                show_status(context, None)
+                self.report({"INFO"}, "Generate 3D cancelled; nothing was added.")
+            else:
+                fail(context, InputError(f"No image could be turned into a mesh. {failed}"), self.report)
+            return {"CANCELLED"}
+        if batch.total == 1:
+            obj = batch.objects[0]
+            summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
+            if self.reused:
+                summary += " Re-used the encoded image."
+        else:
+            summary = f"Added {len(batch.objects)} of {batch.total} objects."
+            if self.cancelled:
+                summary += " Cancelled: the rest were skipped."
+            if batch.failures:
+                summary += f" {len(batch.failures)} failed: {failed}"
+        show_status(context, None, result=summary)
+        self.report({"INFO"}, summary)
+        return {"FINISHED"}
+
+
+class GenerateRun:
+    """What both Generate operators do: run the queue of images (one, or several: `directory` + `files`, the file
+    browser's and file handlers' convention), modal in the UI, synchronous from scripts and in background mode."""
+
+    image: StringProperty(name="Image", description="Name of a Blender image (default: the panel's image)")
+    filepath: StringProperty(name="File", description="An image file to use instead", subtype="FILE_PATH")
+    directory: StringProperty(
+        name="Folder", description="Folder of the images named in files; without files, every image in it",
+        subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+    # No hard min/max: Blender would clamp a script's out-of-range value silently; build_request refuses it.
+    resolution: IntProperty(name="Resolution", description="Marching-cubes grid size", **bounds(RESOLUTION, hard=False))
+    remove_background: BoolProperty(name="Remove Background", default=REMOVE_BACKGROUND)
+    foreground_ratio: FloatProperty(name="Foreground Ratio", subtype="FACTOR", **bounds(FOREGROUND_RATIO, hard=False))
+    threshold: FloatProperty(name="Density Threshold", **bounds(THRESHOLD, hard=False))
+
+    _run: QueueRun | None = None
+
+    def draw(self, context):  # the Adjust Last Operation panel: only settings that redo can change
+        layout = self.layout
+        layout.use_property_split = True
+        for name in SETTING_NAMES:
+            layout.prop(self, name)
+
+    def execute(self, context):
+        if not self._begin(context):
+            return {"CANCELLED"}
+        return self._finished(self._run.run(context))
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        return self._run_modal(context)
+
+    def modal(self, context, event):
+        return self._finished(self._run.modal(context, event))
+
+    def cancel(self, context):
+        if self._run is not None:
+            self._run.cancel(context)
+
+    def _run_modal(self, context):
+        if not self._begin(context):
+            return {"CANCELLED"}
+        self._run.start_timer(context)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _begin(self, context) -> bool:
+        try:
+            sources = self._sources()
+        except ImageToMeshError as error:
+            fail(context, error, self.report)
+            return False
+        self._run = QueueRun(Batch(sources, lambda source: self._start_job(context, source)), self.report)
+        return self._run.begin(context)
+
+    def _sources(self) -> list[dict]:
+        names = [item.name for item in self.files if item.name]
+        if not (self.directory or names):
+            return [{"image": self.image, "filepath": self.filepath}]
+        files = batch_files(self.directory, names)
+        if not files:
+            raise InputError(f"There are no image files in the folder '{self.directory}'.")
+        return [{"filepath": path} for path in files]
+
+    def _start_job(self, context, source: dict) -> GenerateJob:
+        overrides = {name: getattr(self, name) if self.properties.is_property_set(name) else None
+                     for name in SETTING_NAMES}
+        request = build_request(context, **source, **overrides)
+        job = GenerateJob(request, python_executable(get_preferences(context)))
+        job.start()
+        # Remember the choices and the image, so redo (Adjust Last Operation) repeats the last image's job.
+        for name, value in request.settings.items():
+            setattr(self, name, value)
+        return job
+
+    def _finished(self, result: set[str]) -> set[str]:
+        """After a batch, redo (which undoes the last step) makes the last object again, not the whole queue."""
+        batch = self._run.batch
+        if result == {"FINISHED"} and batch.total > 1:
+            self.filepath, self.image, self.directory = batch.last_source["filepath"], "", ""
+            self.files.clear()
+        return result
+
+
+class IMAGE_TO_MESH_OT_generate(GenerateRun, bpy.types.Operator):
     """Turn the chosen image into a coloured 3D mesh at the 3D cursor"""
 
     bl_idname = "image_to_mesh.generate"
     bl_label = "Generate 3D"
     bl_options = {"REGISTER", "UNDO"}
 
-    image: StringProperty(name="Image", description="Name of a Blender image (default: the panel's image)")
-    filepath: StringProperty(name="File", description="An image file to use instead", subtype="FILE_PATH")
-    resolution: IntProperty(name="Resolution", description="Marching-cubes grid size", **RESOLUTION)
-    remove_background: BoolProperty(name="Remove Background", default=True)
-    foreground_ratio: FloatProperty(name="Foreground Ratio", min=0.5, max=1.0, default=0.85, subtype="FACTOR")
-    threshold: FloatProperty(name="Density Threshold", min=0.0, soft_max=100.0, default=THRESHOLD_DEFAULT)
-
-    _timer = None
-    _job: GenerateJob | None = None
-
     @classmethod
     def poll(cls, context):
-        if _active_job is not None:
-            cls.poll_message_set("A mesh is being generated: wait for it or cancel it")
-            return False
-        if context.scene is None:
-            cls.poll_message_set("No scene to add the mesh to")
+        if not _can_start(cls, context):
             return False
         # Only the 3D viewport's own UI (the panel's button, F3 search there) is refused without an image: poll
         # cannot see a script's image= / filepath= arguments, and scripts run from other areas or none.
@@ -222,88 +453,43 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
             return False
         return True
 
-    def draw(self, context):  # the Adjust Last Operation panel: only settings that redo can change
-        layout = self.layout
-        layout.use_property_split = True
-        for name in ("resolution", "remove_background", "foreground_ratio", "threshold"):
-            layout.prop(self, name)
 
-    def execute(self, context):
-        job = self._start(context)
-        if job is None:
-            return {"CANCELLED"}
-        try:
-            job.wait()
-        except BaseException:  # e.g. KeyboardInterrupt in a script: leave no job running
-            job.cancel()
-            show_status(context, None)
-            raise
-        return self._end(context, job)
+class IMAGE_TO_MESH_OT_generate_files(GenerateRun, bpy.types.Operator):
+    """Turn image files into coloured 3D meshes, one object per image in a row from the 3D cursor, with the
+    panel's settings"""
+
+    bl_idname = "image_to_mesh.generate_files"
+    bl_label = "Generate from Files"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+
+    _browsing = False
+
+    @classmethod
+    def poll(cls, context):
+        return _can_start(cls, context)
 
     def invoke(self, context, event):
-        if bpy.app.background:
-            return self.execute(context)
-        job = self._start(context)
-        if job is None:
-            return {"CANCELLED"}
-        self._job = job
-        self._timer = context.window_manager.event_timer_add(POLL_INTERVAL, window=context.window)
-        context.window_manager.modal_handler_add(self)
+        if self.directory or len(self.files):  # dropped files (the file handler) or a script: start at once
+            return super().invoke(context, event)
+        self._browsing = True
+        context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
 
-    def modal(self, context, event):
-        job = self._job
-        if event.type == "ESC" and event.value == "PRESS":
-            job.request_cancel()
-        if event.type != "TIMER" and not job.cancel_requested:
-            return {"PASS_THROUGH"}
-        if not job.poll():
-            show_status(context, job)
-            return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        return self._end(context, job)
+    def execute(self, context):
+        if self._browsing and not bpy.app.background:  # chosen in the file browser: run without freezing the UI
+            self._browsing = False
+            return self._run_modal(context)
+        return super().execute(context)
 
-    def cancel(self, context):  # Blender ends the modal operator (file loaded, window closed)
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-        if self._job is not None:
-            self._job.cancel()
-        show_status(context, None)
 
-    def _start(self, context) -> GenerateJob | None:
-        overrides = {
-            name: getattr(self, name) if self.properties.is_property_set(name) else None
-            for name in ("resolution", "remove_background", "foreground_ratio", "threshold")
-        }
-        preferences = get_preferences(context)
-        try:
-            request = build_request(context, image=self.image, filepath=self.filepath, **overrides)
-            job = GenerateJob(request, python_executable(preferences))
-            job.start()
-        except ImageToMeshError as error:
-            self._fail(context, error)
-            return None
-        # Remember the choices, so redo (Adjust Last Operation) repeats the same job.
-        for name, value in request.settings.items():
-            setattr(self, name, value)
-        show_status(context, job)
-        return job
-
-    def _end(self, context, job: GenerateJob):
-        if isinstance(job.error, Cancelled):
-            show_status(context, None)
-            self.report({"INFO"}, "Generate 3D cancelled; nothing was added.")
-            return {"CANCELLED"}
-        if job.error is not None:
-            self._fail(context, job.error)
-            return {"CANCELLED"}
-        obj = job.finish(context)
-        summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
-        show_status(context, None, result=summary)
-        self.report({"INFO"}, summary)
-        return {"FINISHED"}
-
-    def _fail(self, context, error: ImageToMeshError):
-        message = explain(error)
-        show_status(context, None, error=message)
-        self.report({"ERROR"}, message)
+def _can_start(cls, context) -> bool:
+    if _active_job is not None:
+        cls.poll_message_set("A mesh is being generated: wait for it or cancel it")
+        return False
+    if context.scene is None:
+        cls.poll_message_set("No scene to add the mesh to")
+        return False
+    return True

@@ -3,6 +3,8 @@
 import bpy
 import numpy as np
 
+from ..core.errors import InputError
+
 COLOR_ATTRIBUTE = "Color"
 
 # TripoSR looks from +X with image-right +Y; Blender's Front view looks from -Y with image-right +X.
@@ -55,15 +57,54 @@ def build_material(name: str) -> bpy.types.Material:
 
 
 def add_mesh_object(context, mesh_data, name: str, *, at_cursor: bool = True) -> bpy.types.Object:
-    """Adds the result to the active collection, selected and active. Names are made unique by Blender."""
-    mesh = build_mesh(name, to_blender_frame(mesh_data.vertices), mesh_data.faces, mesh_data.colors)
-    mesh.materials.append(build_material(name))
-    obj = bpy.data.objects.new(name, mesh)
-    if at_cursor:
-        obj.location = context.scene.cursor.location
-    context.collection.objects.link(obj)
+    """Adds the result to the active collection, selected and active. Names are made unique by Blender.
+
+    All or nothing: if a step fails, the mesh, material and object made so far are removed again. Raises
+    InputError when the active collection cannot take the object (e.g. it is linked from another file)."""
+    made = []  # (bpy.data collection, datablock), removed in reverse order on failure
+    try:
+        mesh = build_mesh(name, to_blender_frame(mesh_data.vertices), mesh_data.faces, mesh_data.colors)
+        made.append((bpy.data.meshes, mesh))
+        material = build_material(name)
+        made.append((bpy.data.materials, material))
+        mesh.materials.append(material)
+        obj = bpy.data.objects.new(name, mesh)
+        made.append((bpy.data.objects, obj))
+        if at_cursor:
+            obj.location = context.scene.cursor.location
+        collection = context.collection
+        try:
+            collection.objects.link(obj)
+        except RuntimeError as error:
+            reason = str(error).removeprefix("Error: ").strip()
+            raise InputError(f"The new object cannot be added to the active collection '{collection.name}' "
+                             f"({reason}). Make a collection of this file active in the Outliner and generate "
+                             "again.") from error
+    except BaseException:
+        for data, block in reversed(made):
+            data.remove(block)
+        raise
     for other in context.view_layer.objects.selected:
         other.select_set(False)
     obj.select_set(True)
     context.view_layer.objects.active = obj
     return obj
+
+
+ROW_GAP = 0.2  # space between neighbours in a row, as a fraction of their mean width
+
+
+def place_beside(obj: bpy.types.Object, previous: bpy.types.Object):
+    """Put obj to the +X side of previous (same Y and Z), their bounding boxes ROW_GAP apart."""
+    (this_min, this_max), (before_min, before_max) = _x_extent(obj), _x_extent(previous)
+    gap = ROW_GAP * ((this_max - this_min) + (before_max - before_min)) / 2
+    obj.location = previous.location
+    obj.location.x = previous.location.x + before_max + gap - this_min
+
+
+def _x_extent(obj: bpy.types.Object) -> tuple[float, float]:
+    """The object's smallest and largest X, from its vertices (objects made here are neither scaled nor rotated)."""
+    coordinates = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", coordinates)
+    x = coordinates[0::3]
+    return (float(x.min()), float(x.max())) if len(x) else (0.0, 0.0)

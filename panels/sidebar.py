@@ -3,6 +3,7 @@
 import bpy
 
 from ..properties import job_status, scene_settings
+from .presets import IMAGE_TO_MESH_PT_presets
 
 
 class VIEW3D_PT_image_to_mesh(bpy.types.Panel):
@@ -10,6 +11,9 @@ class VIEW3D_PT_image_to_mesh(bpy.types.Panel):
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Image to Mesh"
+
+    def draw_header_preset(self, context):
+        IMAGE_TO_MESH_PT_presets.draw_panel_header(self.layout)
 
     def draw(self, context):
         layout = self.layout
@@ -31,6 +35,8 @@ class VIEW3D_PT_image_to_mesh(bpy.types.Panel):
 
         if status.running:
             layout.progress(factor=status.progress, type="BAR", text=f"{status.stage} {status.progress:.0%}")
+            if status.detail:
+                layout.label(text=status.detail)
             layout.operator("image_to_mesh.cancel", text="Cancel", icon="CANCEL")
             return
 
@@ -38,6 +44,7 @@ class VIEW3D_PT_image_to_mesh(bpy.types.Panel):
         row = layout.row()
         row.scale_y = 1.6
         row.operator("image_to_mesh.generate", text="Generate 3D", icon="MESH_MONKEY")  # its poll greys it
+        layout.operator("image_to_mesh.generate_files", text="Generate from Files…", icon="FILEBROWSER")
         if not has_source:
             layout.label(text="Choose or open an image above.", icon="INFO")
         if status.error:
