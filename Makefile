@@ -4,6 +4,7 @@
 #   make package   the installable extension zip(s) in dist/
 #   make blender-matrix   install each Linux zip into each Blender line's bpy and generate (scripts/blender_matrix.py)
 #   make train-demo   train (or continue training) the demo model; make export-demo copies it to models/demo
+#   make gpu-check on a CUDA machine: parity with the CPU, the float16 bound, image -> mesh timings and memory
 # Variables: MODEL=folder (demo: a local model), IMAGE=file (demo input),
 #   PLATFORMS="linux-x64 windows-x64 macos-arm64", BLENDER_LINES="4.2 4.5-5.0 5.2" (package),
 #   PYTHON313=python3.13, MATRIX_DIR=folder (blender-matrix: Python 3.13 for Blender 5.2, where its environments live),
@@ -11,6 +12,7 @@
 #   PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" (venv: e.g. the small CPU torch),
 #   TRAIN_DIR=folder (train-demo/export-demo: the run's checkpoints; default ~/.cache/image_to_mesh/training/demo),
 #   TRAIN_ARGS="--threads 1" (train-demo: more options for python -m training.train).
+#   GPU_PYTHON=python (gpu-check: one whose torch is a CUDA build; .venv's is the CPU one).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -28,7 +30,7 @@ MATRIX_DIR ?= $(HOME)/.cache/image_to_mesh/blender-matrix
 SYSTEM_LIBS := libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libx11-6 libxi6 libxrender1 \
 	libxfixes3 libxext6 libsm6 libice6 libxkbcommon0
 
-.PHONY: test demo package blender-matrix venv system-libs examples clean train-demo export-demo
+.PHONY: test demo package blender-matrix venv system-libs examples gpu-check clean train-demo export-demo
 
 test: system-libs venv
 	$(PY) -m pytest -q
@@ -52,6 +54,9 @@ train-demo: venv
 
 export-demo: venv
 	$(PY) -m training.export --run "$(TRAIN_DIR)" --to models/demo
+
+gpu-check: venv
+	$(or $(GPU_PYTHON),$(PY)) benchmarks/gpu_check.py $(if $(MODEL),--model "$(MODEL)")
 
 examples: system-libs venv
 	$(PY) scripts/make_examples.py

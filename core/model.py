@@ -3,6 +3,7 @@ field → mesh. Numerically follows the reference (VAST-AI-Research/TripoSR, tra
 tests/core/test_model.py compares each stage with the reference's outputs in tests/fixtures/triposr_tiny/."""
 
 import contextlib
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,22 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_DECODER_ROWS = 256
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# encode_precision choices besides PRECISIONS' keys: "auto" = float16 on CUDA, float32 elsewhere; "native" = as
+# "auto", but bfloat16 on a CPU that multiplies it natively (opt-in until trained meshes are shown unchanged by it:
+# benchmarks/precision.py).
+PRECISION_CHOICES = ("auto", "native", *PRECISIONS)
+NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512_BF16 or AMX-BF16), from the kernel's CPU flags; False
+    where they cannot be read (not Linux). Without it bfloat16 matmul is emulated and several times slower."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    return any(flag in flags for flag in NATIVE_BFLOAT16_FLAGS)
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -140,7 +157,7 @@ class TripoSR(nn.Module):
         self.decoder = NeRFDecoder(config.decoder)
         # Points per decoder batch: bounds query memory (about 1.5 kB per point at the official size).
         self.query_chunk_size = 16384
-        # Autocast dtype for encode: "auto" = float16 on CUDA, float32 elsewhere; or a PRECISIONS key.
+        # Autocast dtype for encode: one of PRECISION_CHOICES.
         self.encode_precision = "auto"
 
     @property
@@ -284,12 +301,19 @@ class TripoSR(nn.Module):
             return samples.mean(1)
         return samples.flatten(1)
 
-    def _autocast(self):
+    def encode_dtype(self) -> torch.dtype:
+        """The dtype encode computes in on this model's device, from encode_precision."""
         precision = self.encode_precision
-        if precision == "auto":
-            precision = "float16" if self.device.type == "cuda" else "float32"
-        if precision not in PRECISIONS:
-            raise ModelError(f"Unknown encode precision {precision!r}; use 'auto' or one of {', '.join(PRECISIONS)}.")
-        if precision == "float32":
+        if precision not in PRECISION_CHOICES:
+            raise ModelError(f"Unknown encode precision {precision!r}; use one of {', '.join(PRECISION_CHOICES)}.")
+        if precision == "native" and self.device.type == "cpu" and cpu_has_native_bfloat16():
+            return torch.bfloat16
+        if precision in ("auto", "native"):
+            return torch.float16 if self.device.type == "cuda" else torch.float32
+        return PRECISIONS[precision]
+
+    def _autocast(self):
+        dtype = self.encode_dtype()
+        if dtype == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISIONS[precision])
+        return torch.autocast(self.device.type, dtype=dtype)
