@@ -6,18 +6,34 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-DEFAULT_MODEL = "stabilityai/TripoSR"
-MODEL_ENV_VAR = "IMAGE_TO_MESH_MODEL"
+from .core.errors import ModelError
+from .core.sources import DEFAULT_SOURCE, MODEL_ENV_VAR
+
+# The small model shipped inside the add-on (trained on simple synthetic shapes), next to this file in a clone and
+# in an installed extension alike.
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "models" / "demo"
 
 
 class ImageToMeshPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
-    model_source: StringProperty(
+    model: EnumProperty(
         name="Model",
-        description="Hugging Face repository id of a TripoSR model, or a local folder holding config.yaml and "
-        "model.ckpt. The environment variable IMAGE_TO_MESH_MODEL overrides it",
-        default=DEFAULT_MODEL,
+        description=f"Which TripoSR model generates meshes. The environment variable {MODEL_ENV_VAR} overrides it",
+        items=(
+            ("OFFICIAL", "Official TripoSR", f"The released model, {DEFAULT_SOURCE} on Hugging Face (about 1.7 GB, "
+             "downloaded once)"),
+            ("DEMO", "Demo model: simple shapes", "The small model bundled with the add-on: trained on simple "
+             "synthetic shapes only, for trying the add-on without the download"),
+            ("OTHER", "Local folder or other repository", "A folder holding config.yaml and model.ckpt, or the "
+             "Hugging Face repository id of another TripoSR model"),
+        ),
+        default="OFFICIAL",
+    )
+    model_source: StringProperty(
+        name="Folder or Repository",
+        description="A local folder holding config.yaml and model.ckpt, or a Hugging Face repository id",
+        default="",
     )
     device: EnumProperty(
         name="Device",
@@ -42,7 +58,9 @@ class ImageToMeshPreferences(bpy.types.AddonPreferences):
         layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
-        layout.prop(self, "model_source")
+        layout.prop(self, "model")
+        if self.model == "OTHER":
+            layout.prop(self, "model_source")
         override = os.environ.get(MODEL_ENV_VAR)
         if override:
             layout.label(text=f"Overridden by {MODEL_ENV_VAR}: {override}", icon="INFO")
@@ -65,11 +83,25 @@ def get_preferences(context=None) -> ImageToMeshPreferences:
 
 
 def model_source(preferences) -> str:
-    """The environment variable wins over the preference; a local folder is returned as an absolute path."""
-    source = os.environ.get(MODEL_ENV_VAR) or preferences.model_source.strip() or DEFAULT_MODEL
+    """The environment variable wins over the preference; a local folder is returned as an absolute path.
+    Raises ModelError when "Local folder or other repository" is chosen but none is given."""
+    source = os.environ.get(MODEL_ENV_VAR) or chosen_model(preferences)
     local = Path(bpy.path.abspath(source)).expanduser()
     if local.is_dir():
         return str(local.resolve())
+    return source
+
+
+def chosen_model(preferences) -> str:
+    if preferences.model == "DEMO":
+        return str(DEMO_MODEL_DIR)
+    if preferences.model == "OFFICIAL":
+        return DEFAULT_SOURCE
+    source = preferences.model_source.strip()
+    if not source:
+        raise ModelError("The Model preference is 'Local folder or other repository' but names none: give a folder "
+                         "holding config.yaml and model.ckpt or a Hugging Face repository id, or choose another "
+                         "model (Edit > Preferences > Add-ons > Image to Mesh).")
     return source
 
 

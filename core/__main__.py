@@ -35,7 +35,7 @@ def main(argv=None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .weights import MODEL_ENV_VAR, default_source
+    from .sources import DEFAULT_SOURCE, MODEL_ENV_VAR, default_source
 
     parser = argparse.ArgumentParser(
         prog="python -m core", description="Turn pictures into coloured 3D meshes with TripoSR."
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         default=default_source(),
         help=f"local folder with config.yaml + model.ckpt, or a Hugging Face repo id (default: ${MODEL_ENV_VAR} "
-        "or stabilityai/TripoSR)",
+        f"or {DEFAULT_SOURCE})",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
     parser.add_argument("--resolution", type=int, default=RESOLUTION.default,

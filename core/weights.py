@@ -16,22 +16,15 @@ from .config import load_config
 from .download import download_to_cache
 from .errors import Cancelled, ModelError
 from .model import TripoSR
-
-DEFAULT_SOURCE = "stabilityai/TripoSR"
-MODEL_ENV_VAR = "IMAGE_TO_MESH_MODEL"
+from .sources import DEFAULT_SOURCE, MODEL_ENV_VAR
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_NAME = "model.ckpt"
-PINNED_REVISIONS = {"stabilityai/TripoSR": "c1cf7716aed5aa6c1c5e174657791ef0e1327bde"}
+PINNED_REVISIONS = {DEFAULT_SOURCE: "c1cf7716aed5aa6c1c5e174657791ef0e1327bde"}
 KNOWN_SHA256 = {
-    ("stabilityai/TripoSR", "c1cf7716aed5aa6c1c5e174657791ef0e1327bde", CHECKPOINT_NAME):
+    (DEFAULT_SOURCE, "c1cf7716aed5aa6c1c5e174657791ef0e1327bde", CHECKPOINT_NAME):
         "429e2c6b22a0923967459de24d67f05962b235f79cde6b032aa7ed2ffcd970ee",
 }
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-def default_source() -> str:
-    """The model a user gets without choosing: $IMAGE_TO_MESH_MODEL if set, else the official HF repo."""
-    return os.environ.get(MODEL_ENV_VAR) or DEFAULT_SOURCE
 
 
 def load_model(source=DEFAULT_SOURCE, *, revision=None, device="auto", cache_dir=None, search_dirs=(),

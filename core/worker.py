@@ -67,6 +67,7 @@ import numpy as np
 
 from .errors import Cancelled, ImageToMeshError, InputError, ModelError, WorkerError
 from .mesh import Mesh
+from .sources import DEFAULT_SOURCE
 from .worker_process import LOADING_STAGES, LOG_PREFIX
 from .worker_protocol import DTYPES, read_message, write_message
 
@@ -87,7 +88,7 @@ else:
 class ModelSpec:
     """Which model the worker loads: the arguments of core.weights.load_model."""
 
-    source: str = "stabilityai/TripoSR"  # HF repo id or a local folder with config.yaml + model.ckpt
+    source: str = DEFAULT_SOURCE  # HF repo id or a local folder with config.yaml + model.ckpt
     revision: str | None = None
     device: str = "auto"
     cache_dir: str | None = None  # where a download goes; None = the standard Hugging Face cache

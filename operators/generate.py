@@ -183,8 +183,8 @@ def explain(error: ImageToMeshError) -> str:
     message = str(error)
     if isinstance(error, ModelError) and not bpy.app.online_access and "online access" not in message.lower():
         message += (" Blender's online access is off (Preferences > System > Network), so the model cannot be "
-                    "downloaded: turn it on, or set the add-on's Model preference to a local folder holding "
-                    "config.yaml and model.ckpt.")
+                    "downloaded: turn it on, or in the add-on's Model preference choose the bundled demo model or a "
+                    "local folder holding config.yaml and model.ckpt.")
     return message
 
 

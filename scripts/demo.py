@@ -6,6 +6,8 @@ out/<name>.png with Cycles and exports out/<name>.glb.
 
 Without --model (or IMAGE_TO_MESH_MODEL) it uses the official stabilityai/TripoSR weights, downloaded once
 (about 1.7 GB) into the Hugging Face cache that the add-on and the command line share. --offline never downloads.
+When the official weights cannot be had, it says so and uses the add-on's bundled demo model (simple shapes only)
+instead: its outputs are then named out/<name>-demo-model.blend/.png/.glb.
 """
 
 import argparse
@@ -21,7 +23,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = REPO_ROOT / "examples" / "mushroom.png"
 DEFAULT_BLENDER_USER = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "image_to_mesh" / "blender"
-MODEL_ENV_VAR = "IMAGE_TO_MESH_MODEL"
+DEMO_MODEL_NOTICE = "Official TripoSR weights not available: using the bundled demo model (simple shapes only)"
 
 
 class DemoError(Exception):
@@ -57,9 +59,6 @@ def run(args, timings) -> dict[str, Path]:
     image = args.image.expanduser().resolve()
     if not image.is_file():
         raise DemoError(f"The image {image} does not exist. Give an image file with IMAGE=path/to/image.png make demo.")
-    if args.model:
-        model = Path(args.model).expanduser()
-        os.environ[MODEL_ENV_VAR] = str(model.resolve()) if model.exists() else args.model
     os.environ.setdefault("BLENDER_USER_RESOURCES", str(DEFAULT_BLENDER_USER))
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # retries are summed up in our own message
     Path(os.environ["BLENDER_USER_RESOURCES"]).mkdir(parents=True, exist_ok=True)
@@ -76,11 +75,25 @@ def run(args, timings) -> dict[str, Path]:
         addon_utils.enable("io_scene_gltf2", default_set=True)
         bpy.context.preferences.system.use_online_access = not args.offline
 
-    source = os.environ.get(MODEL_ENV_VAR) or "stabilityai/TripoSR"
+    sources = importlib.import_module(f"{module_name}.core.sources")
+    if args.model:
+        model = Path(args.model).expanduser()
+        os.environ[sources.MODEL_ENV_VAR] = str(model.resolve()) if model.exists() else args.model
+    chosen = os.environ.get(sources.MODEL_ENV_VAR)
     with timings.stage("Get the model weights"):
-        fetch_weights(source, module_name, allow_download=bpy.app.online_access)
-
+        error = fetch_weights(chosen or sources.DEFAULT_SOURCE, module_name, allow_download=bpy.app.online_access)
     name = image.stem
+    if error is not None:
+        demo_model = importlib.import_module(f"{module_name}.preferences").DEMO_MODEL_DIR
+        if chosen or not demo_model.is_dir():  # a model the user named is never replaced
+            raise DemoError(
+                f"make demo could not get the model weights. {error} For the demo, give the folder with "
+                f"MODEL=/path/to/folder make demo (it sets {sources.MODEL_ENV_VAR})."
+            )
+        print(f"\n{DEMO_MODEL_NOTICE}.\n{textwrap.fill(f'({error})', width=100)}\n", flush=True)
+        os.environ[sources.MODEL_ENV_VAR] = str(demo_model)
+        name += "-demo-model"
+
     with timings.stage("Generate the mesh (load model, encode, extract)"):
         try:
             result = bpy.ops.image_to_mesh.generate("EXEC_DEFAULT", filepath=str(image), resolution=args.resolution)
@@ -111,11 +124,11 @@ def run(args, timings) -> dict[str, Path]:
     return paths
 
 
-def fetch_weights(source: str, module_name: str, allow_download: bool):
-    """Official weights are fetched (or found in the cache) here, so a missing model ends the demo with one
-    clear paragraph before any work starts. A local folder is checked by the extension itself."""
+def fetch_weights(source: str, module_name: str, allow_download: bool) -> str | None:
+    """Hub weights are fetched (or found in the cache) here, before any work starts; returns why they cannot be
+    had, or None. A local folder is checked by the extension itself."""
     if Path(source).expanduser().is_dir():
-        return
+        return None
     core_weights = importlib.import_module(f"{module_name}.core.weights")
     errors = importlib.import_module(f"{module_name}.core.errors")
     preferences = importlib.import_module(f"{module_name}.preferences")
@@ -126,10 +139,8 @@ def fetch_weights(source: str, module_name: str, allow_download: bool):
         core_weights.find_model_files(source, **preferences.model_caches(), allow_download=allow_download,
                                       on_download=download.terminal_progress())
     except errors.ModelError as error:
-        raise DemoError(
-            f"make demo could not get the model weights. {error} For the demo, give the folder with "
-            f"MODEL=/path/to/folder make demo (it sets {MODEL_ENV_VAR})."
-        ) from None
+        return str(error)
+    return None
 
 
 def operator_message(error: RuntimeError) -> str:

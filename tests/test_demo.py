@@ -1,5 +1,6 @@
 """`make demo`: scripts/demo.py, run as a user runs it, writes a .blend, a Cycles render and a .glb that open and hold
-the generated mesh; without weights and without network it ends with one clear paragraph, no traceback."""
+the generated mesh; without the official weights it says so and uses the bundled demo model, while a model the user
+names that cannot be had ends it with one clear paragraph, no traceback."""
 
 import json
 import os
@@ -127,19 +128,38 @@ def test_demo_glb_is_valid_gltf_with_a_coloured_mesh(demo_run):
     assert binary_type == b"BIN\x00" and binary_length >= document["buffers"][0]["byteLength"]
 
 
-def test_demo_without_weights_or_network_explains_in_one_paragraph(tmp_path):
+def test_demo_without_official_weights_uses_the_bundled_demo_model_and_says_so(tmp_path):
     out_dir = tmp_path / "out"
     completed = subprocess.run(
-        [sys.executable, str(DEMO), "--offline", "--out-dir", str(out_dir)],
+        [sys.executable, str(DEMO), "--offline", "--out-dir", str(out_dir), "--resolution", "32",
+         "--render-size", "64", "--samples", "1"],
+        env=demo_env(tmp_path, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    lines = completed.stdout.splitlines()
+    assert "Official TripoSR weights not available: using the bundled demo model (simple shapes only)." in lines
+    assert "(The model stabilityai/TripoSR is not in the local cache" in " ".join(completed.stdout.split())
+    names = ("mushroom-demo-model.blend", "mushroom-demo-model.png", "mushroom-demo-model.glb")
+    assert sorted(path.name for path in out_dir.iterdir()) == sorted(names)
+    for name in names:
+        assert str(out_dir / name) in completed.stdout
+    assert any(line.startswith("mushroom: ") and "vertices" in line for line in lines), completed.stdout[-2000:]
+
+
+def test_a_model_the_user_names_is_never_replaced_by_the_demo_model(tmp_path):
+    """MODEL= that cannot be had ends the demo with one paragraph, no traceback and no outputs."""
+    out_dir = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, str(DEMO), "--offline", "--model", "someone/missing-model", "--out-dir", str(out_dir)],
         env=demo_env(tmp_path, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode != 0
     output = completed.stdout + completed.stderr
-    assert "Traceback" not in output
+    assert "Traceback" not in output and "demo model" not in output
     paragraphs = [p for p in completed.stderr.strip().split("\n\n") if p.strip()]
     assert len(paragraphs) == 1, completed.stderr
     message = " ".join(paragraphs[0].split())
-    assert "stabilityai/TripoSR" in message and "not in the local cache" in message
+    assert "someone/missing-model" in message and "not in the local cache" in message
     assert "MODEL=/path/to/folder make demo" in message and "IMAGE_TO_MESH_MODEL" in message
     assert not out_dir.exists() or not any(out_dir.iterdir())
 

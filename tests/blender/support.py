@@ -7,8 +7,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures" / "triposr_tiny"
 INPUT_PNG = FIXTURE_DIR / "input.png"
 DATA_KINDS = ("objects", "meshes", "materials", "images")
-# What the extension is: its top-level modules, its packages, its manifest and README; the rest is for development.
-EXTENSION_PACKAGES = ("core", "operators", "panels")
+# What the extension is: its top-level modules, its packages and presets, its bundled demo model, its manifest and
+# README; the rest is for development.
+EXTENSION_PACKAGES = ("core", "operators", "panels", "presets", "models")
 EXTENSION_TOP_FILES = ("blender_manifest.toml", "README.md")
 
 

@@ -42,7 +42,8 @@ def test_a_zip_built_by_blenders_own_tool_holds_exactly_the_extension_files(tmp_
     with zipfile.ZipFile(built) as archive:
         names = {name for name in archive.namelist() if not name.endswith("/")}
     expected = extension_files()
-    assert {"__init__.py", "core/worker_process.py", "operators/generate.py", "README.md"} <= expected
+    assert {"__init__.py", "core/worker_process.py", "operators/generate.py", "README.md",
+            "models/demo/config.yaml", "models/demo/model.ckpt"} <= expected
     assert names == expected
 
 
@@ -50,7 +51,7 @@ def test_enabled_with_operator_panel_and_preferences(addon_module):
     assert addon_module == "bl_ext.user_default.image_to_mesh"
     assert addon_module in bpy.context.preferences.addons
     preferences = bpy.context.preferences.addons[addon_module].preferences
-    assert preferences.model_source == "stabilityai/TripoSR"
+    assert (preferences.model, preferences.model_source) == ("OFFICIAL", "")
     assert preferences.device == "auto"
     assert preferences.python_path == ""
     assert hasattr(bpy.types, "VIEW3D_PT_image_to_mesh")
