@@ -5,7 +5,9 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import Cancelled, ImageToMeshError
+from .asset import DEFAULT_TEXTURE_SIZE
+from .cleanup import FLOATER_AREA_FRACTION
+from .errors import Cancelled, ImageToMeshError, InputError
 from .pipeline import GenerateSettings
 
 
@@ -26,7 +28,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
     parser.add_argument("--resolution", type=int, default=256, help="marching-cubes grid size (default 256)")
     parser.add_argument("--threshold", type=float, default=25.0, help="density iso level (default 25)")
-    parser.add_argument("--format", choices=("ply", "obj"), default="ply", help="mesh file format (default ply)")
+    parser.add_argument("--format", choices=("ply", "obj", "glb"), default="ply",
+                        help="ply (vertex colours), obj (+ .mtl and .png when textured) or glb (default ply)")
+    _add_asset_arguments(parser)
     parser.add_argument("--no-remove-bg", action="store_true", help="use the image as it is: no background removal")
     parser.add_argument("--foreground-ratio", type=float, default=0.85, help="object size in the frame (0.85)")
     parser.add_argument("--offline", action="store_true", help="never download; use the cache or a local folder")
@@ -37,9 +41,12 @@ def main(argv=None) -> int:
         foreground_ratio=args.foreground_ratio,
         resolution=args.resolution,
         threshold=args.threshold,
+        **_asset_options(args),
     )
     try:
         settings.validate()
+        if settings.texture_size and args.format == "ply":
+            raise InputError("A .ply file cannot carry a texture: use --format glb or obj, or --texture-size 0.")
         args.output_dir.mkdir(parents=True, exist_ok=True)
         model = _timed("Loading model", lambda: _load(args))
     except ImageToMeshError as error:
@@ -57,6 +64,24 @@ def main(argv=None) -> int:
             failures += 1
             _fail(f"{image}: {error}")
     return 1 if failures else 0
+
+
+def _add_asset_arguments(parser):
+    parser.add_argument("--texture-size", type=int, default=None,
+                        help="texture baked from the colour field, in pixels a side; 0 = vertex colours only "
+                        f"(default {DEFAULT_TEXTURE_SIZE} for glb and obj, 0 for ply)")
+    parser.add_argument("--face-limit", type=int, default=0, help="at most this many faces (default 0: no limit)")
+    parser.add_argument("--keep-floaters", action="store_true",
+                        help=f"keep separate pieces smaller than {FLOATER_AREA_FRACTION * 100:g}%% of the largest one's area")
+    parser.add_argument("--watertight", action="store_true", help="close every hole: a closed 2-manifold mesh")
+
+
+def _asset_options(args) -> dict:
+    texture_size = args.texture_size
+    if texture_size is None:
+        texture_size = 0 if args.format == "ply" else DEFAULT_TEXTURE_SIZE
+    return dict(texture_size=texture_size, face_limit=args.face_limit, remove_floaters=not args.keep_floaters,
+                watertight=args.watertight)
 
 
 def _load(args):

@@ -1,11 +1,14 @@
-"""One image → one coloured mesh with a loaded model: prepare the image, encode it, extract the surface."""
+"""One image → one coloured mesh with a loaded model: prepare the image, encode it, extract the surface, make it
+an asset (core.asset). Also: a texture baked from a kept scene code onto any mesh (re-bake)."""
 
 import gc
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
+from .asset import AssetSettings, finish_mesh
 from .errors import InputError, ModelError
 from .model import TripoSR
 
@@ -16,8 +19,16 @@ class GenerateSettings:
     foreground_ratio: float = 0.85
     resolution: int = 256  # marching-cubes grid per axis
     threshold: float = 25.0  # iso level on the density
+    texture_size: int = 0  # core.asset.AssetSettings from here on
+    face_limit: int = 0
+    remove_floaters: bool = True
+    watertight: bool = False
+
+    def asset(self) -> AssetSettings:
+        return AssetSettings(**{field.name: getattr(self, field.name) for field in fields(AssetSettings)})
 
     def validate(self):
+        self.asset().validate()
         resolution = self.resolution
         if not isinstance(resolution, int) or isinstance(resolution, bool) or not 8 <= resolution <= 1024:
             raise InputError(f"Resolution must be a whole number from 8 to 1024, not {self.resolution!r}.")
@@ -27,7 +38,7 @@ class GenerateSettings:
             raise InputError(f"Foreground ratio must be between 0.1 and 1, not {self.foreground_ratio!r}.")
 
 
-STAGES = ("Preparing image", "Encoding image", "Extracting mesh")
+STAGES = ("Preparing image", "Encoding image", "Extracting mesh", "Finishing mesh", "Baking texture")
 OOM_RETRIES = 2  # extraction out of GPU memory: retries, each with 4× smaller query chunks
 MIN_QUERY_CHUNK = 1024
 
@@ -37,6 +48,12 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
 
     progress(stage, fraction) is called as each stage advances; it may raise core.errors.Cancelled to stop the
     job, which then propagates with nothing left behind."""
+    return generate_with_field(model, image, settings, progress)[0]
+
+
+def generate_with_field(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None):
+    """As generate, also returning the scene code (3, C, H, W) float32 on the CPU, the field to re-bake from.
+    → (Mesh, scene code)"""
     from .preprocess import prepare_image
 
     settings = settings or GenerateSettings()
@@ -57,7 +74,14 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
         report(STAGES[2], 0.0)
         mesh = _extract_with_retries(model, scene_code, settings, lambda fraction: report(STAGES[2], fraction))
         report(STAGES[2], 1.0)
-        return mesh
+
+        def finishing(name, fraction):
+            nonlocal stage
+            stage = name
+            report(name, fraction)
+
+        mesh = finish_mesh(mesh, field_colors(model, scene_code), settings.asset(), finishing)
+        return mesh, scene_code.detach().to("cpu", torch.float32).numpy()
     except torch.OutOfMemoryError:
         retried = ", even with smaller batches" if stage == STAGES[2] else ""  # only the extraction is retried
         raise ModelError(
@@ -73,6 +97,45 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
     finally:
         if model.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def field_colors(model: TripoSR, scene_code: torch.Tensor):
+    """The colour field as a numpy function: points (K, 3) in TripoSR's frame → sRGB float32 (K, 3) in [0, 1]."""
+    def color_fn(points: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            colors = model.query(scene_code, torch.from_numpy(np.ascontiguousarray(points, np.float32)).to(
+                model.device))[1]
+        colors = colors.to("cpu", torch.float32).numpy()
+        if np.isnan(colors).any():
+            raise ModelError("The model returned NaN colours: its weights or input may be broken.")
+        return np.clip(colors, 0.0, 1.0)
+    return color_fn
+
+
+def bake_from_field(model: TripoSR, scene_code: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                    corner_uvs: np.ndarray, size: int, progress=None) -> np.ndarray:
+    """A size² texture of the field `scene_code` over a mesh's own UVs (re-bake after edits).
+
+    vertices (N, 3) in TripoSR's frame, faces (M, 3), corner_uvs (M, 3, 2) → uint8 (size, size, 3)."""
+    from .texture import bake
+
+    AssetSettings(texture_size=size).validate()
+    code = torch.from_numpy(np.ascontiguousarray(scene_code, np.float32)).to(model.device)
+    if code.ndim != 4 or tuple(code.shape[:2]) != (3, model.config.upsampler.out_channels):
+        raise InputError(f"The stored field has shape {tuple(code.shape)}, which this model cannot read: it was made "
+                         "by another model.")
+    report = progress or (lambda stage, fraction: None)
+    report("Baking texture", 0.0)
+    try:
+        texture = bake(np.asarray(vertices, np.float32), np.asarray(faces, np.int64), np.asarray(corner_uvs, np.float32),
+                       size, field_colors(model, code))
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    except torch.OutOfMemoryError:
+        raise ModelError(f"Out of memory on {model.device} while baking the texture: choose a smaller texture size."
+                         ) from None
+    report("Baking texture", 1.0)
+    return texture
 
 
 def _extract_with_retries(model: TripoSR, scene_code, settings: GenerateSettings, progress):

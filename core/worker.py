@@ -27,12 +27,18 @@ Client API (the Blender operator's; the client never imports torch):
         that is neither an array nor a path.
     client.poll() -> list of events       non-blocking, for a modal operator's timer. A job ends with exactly
                                           one Result or Failure.
-        Progress(stage, fraction)  stage: "Loading model", "Preparing image", "Encoding image", "Extracting mesh"
-        Result(mesh)               core.mesh.Mesh
+        Progress(stage, fraction)  stage: "Loading model", "Preparing image", "Encoding image", "Extracting mesh",
+                                   "Finishing mesh", "Baking texture"
+        Result(mesh, scene_code)   core.mesh.Mesh and the field it came from, float32 (3, C, H, W)
         Failure(error)             an InputError, ModelError, WorkerError or Cancelled: show str(error)
     client.run(image, settings, model, progress=None) -> Mesh
                                           blocking (background mode, scripts). progress(stage, fraction) may
                                           raise Cancelled to cancel the job. Raises the job's error.
+    client.submit_bake(scene_code, vertices, faces, uvs, texture_size, model)
+                                          start a re-bake: the field's colours painted over a mesh's own UVs
+                                          (core.pipeline.bake_from_field); it ends with Result(texture=uint8
+                                          (size, size, 3)) or a Failure
+    client.bake(scene_code, vertices, faces, uvs, texture_size, model, progress=None) -> texture   blocking
     client.cancel()                       ask the running job to stop; it ends as Failure(Cancelled), a late
                                           result is dropped. A worker that does not stop within grace is killed.
     client.close()                        end the process and free the model ("Unload model"); the next job
@@ -106,7 +112,9 @@ class Progress:
 
 @dataclass
 class Result:
-    mesh: Mesh
+    mesh: Mesh | None = None
+    scene_code: np.ndarray | None = None  # the field the mesh came from
+    texture: np.ndarray | None = None  # a re-bake's texture
 
 
 @dataclass
@@ -239,10 +247,22 @@ class WorkerClient:
                 f"({error.strerror or error}). Check the interpreter path in the add-on's preferences.") from None
 
     def submit(self, image, settings, model: ModelSpec):
+        self._check_idle()
+        header, arrays = _image_message(image)
+        self._submit(dict(header, type="generate", settings=_settings_dict(settings)), arrays, model)
+
+    def submit_bake(self, scene_code, vertices, faces, uvs, texture_size: int, model: ModelSpec):
+        self._check_idle()
+        arrays = {"scene_code": np.asarray(scene_code, np.float32), "vertices": np.asarray(vertices, np.float32),
+                  "faces": np.asarray(faces, np.int64), "uvs": np.asarray(uvs, np.float32)}
+        self._submit({"type": "bake", "texture_size": int(texture_size)}, arrays, model)
+
+    def _check_idle(self):
         if self._busy:
             raise WorkerError("A job is already running: wait for it to finish or cancel it first.")
-        header, arrays = _image_message(image)
-        header.update(type="generate", job=self._job + 1, model=model.to_message(), settings=_settings_dict(settings))
+
+    def _submit(self, header: dict, arrays: dict, model: ModelSpec):
+        header.update(job=self._job + 1, model=model.to_message())
         reusing = self.alive
         self.start()
         self._child.send(header, arrays)
@@ -258,11 +278,18 @@ class WorkerClient:
 
     def run(self, image, settings, model: ModelSpec, progress=None) -> Mesh:
         self.submit(image, settings, model)
+        return self._wait(progress).mesh
+
+    def bake(self, scene_code, vertices, faces, uvs, texture_size: int, model: ModelSpec, progress=None):
+        self.submit_bake(scene_code, vertices, faces, uvs, texture_size, model)
+        return self._wait(progress).texture
+
+    def _wait(self, progress) -> Result:
         try:
             while True:
                 for event in self._events(wait=0.1):
                     if isinstance(event, Result):
-                        return event.mesh
+                        return event
                     if isinstance(event, Failure):
                         raise event.error
                     if progress is not None and self._cancel_deadline is None:
@@ -336,8 +363,11 @@ class WorkerClient:
             self._busy = False
             if self._cancel_deadline is not None:
                 return Failure(Cancelled("Cancelled."))
+            if header["type"] == "result" and "vertices" in arrays:
+                scene_code = arrays.pop("scene_code", None)
+                return Result(mesh=Mesh(**arrays), scene_code=scene_code)
             if header["type"] == "result":
-                return Result(Mesh(**arrays))
+                return Result(texture=arrays["texture"])
             return Failure(_ERROR_TYPES.get(header.get("error"), WorkerError)(header.get("message", "")))
         was_busy, cancelled = self._busy, self._cancel_deadline is not None
         unaccepted, self._unaccepted = self._unaccepted, None

@@ -68,8 +68,14 @@ class _Server:
         try:
             progress = self._progress_callback(job)
             model = self._load(header["model"], progress)
-            image = arrays.pop("image") if "image" in arrays else header["image_path"]
-            mesh = self._run_pipeline(model, image, header["settings"], progress)
+            if header["type"] == "bake":
+                reply = {"texture": self._bake(model, header, arrays, progress)}
+            else:
+                image = arrays.pop("image") if "image" in arrays else header["image_path"]
+                mesh, scene_code = self._run_pipeline(model, image, header["settings"], progress)
+                reply = {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)
+                         if getattr(mesh, field.name) is not None}
+                reply["scene_code"] = scene_code
         except ImageToMeshError as error:
             _log(f"job {job}: {type(error).__name__}: {error}")
             return _error_reply(job, error)
@@ -83,7 +89,7 @@ class _Server:
             text = f"{type(error).__name__}: {error}"[:300]
             return _error_reply(job, WorkerError(f"Generating failed with an unexpected error in the worker ({text}). "
                                                  "This is a bug in Image to Mesh; the worker's log has the details."))
-        return {"type": "result", "job": job}, {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)}
+        return {"type": "result", "job": job}, reply
 
     def _progress_callback(self, job: int):
         last = {"stage": None, "time": 0.0}
@@ -119,9 +125,15 @@ class _Server:
         return self.model
 
     def _run_pipeline(self, model, image, settings: dict, progress):
-        from .pipeline import GenerateSettings, generate
+        from .pipeline import GenerateSettings, generate_with_field
 
-        return generate(model, image, GenerateSettings(**settings), progress=progress)
+        return generate_with_field(model, image, GenerateSettings(**settings), progress=progress)
+
+    def _bake(self, model, header: dict, arrays: dict, progress):
+        from .pipeline import bake_from_field
+
+        return bake_from_field(model, arrays["scene_code"], arrays["vertices"], arrays["faces"], arrays["uvs"],
+                               header["texture_size"], progress=progress)
 
 
 def _error_reply(job: int, error: ImageToMeshError) -> tuple[dict, dict]:
