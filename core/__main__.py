@@ -5,8 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from .asset import DEFAULT_TEXTURE_SIZE
-from .cleanup import FLOATER_AREA_FRACTION
+from .asset import DEFAULT_TEXTURE_SIZE, FLOATER_AREA_FRACTION
 from .errors import Cancelled, ImageToMeshError, InputError
 from .pipeline import GenerateSettings
 

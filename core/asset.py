@@ -1,18 +1,18 @@
 """From the marching-cubes surface to an asset: clean-up, a face budget, watertightness, a texture from the field.
 
-Every step works on plain arrays and a colour function of the field (points in the field's frame → sRGB), so the
-command line, the worker and a re-bake in Blender share it.
+Every step works on plain arrays and a colour function of the field (points in the field's frame → sRGB float
+(K, 3)), so the command line, the worker and a re-bake in Blender share it. The settings and their limits import
+nothing heavy (Blender reads them when the add-on loads); the steps import scipy, xatlas, fast-simplification.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import cleanup
 from .errors import InputError
 from .mesh import Mesh
-from .texture import ColorFn, bake, unwrap
 
+FLOATER_AREA_FRACTION = 0.02  # a separate piece with less than 2 % of the largest piece's area is a floater
 TEXTURE_SIZE_LIMITS = (16, 8192)  # besides 0 (vertex colours only); the add-on offers 512–4096
 DEFAULT_TEXTURE_SIZE = 1024  # enough for the field's detail on a ~20k-face asset, 3 MB in memory
 DEFAULT_FACE_LIMIT = 20000  # the add-on's default: a real-time asset; the texture carries the detail
@@ -43,25 +43,33 @@ def _whole(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def finish_mesh(mesh: Mesh, color_fn: ColorFn, settings: AssetSettings, progress=None) -> Mesh:
+def finish_mesh(mesh: Mesh, color_fn, settings: AssetSettings, progress=None) -> Mesh:
     """The extracted mesh cleaned, within its face budget, optionally closed, and textured when asked.
 
     progress(stage, fraction) with stage "Finishing mesh" or "Baking texture"."""
+    from . import cleanup
+    from .texture import bake, unwrap
+
     report = progress or (lambda stage, fraction: None)
     report("Finishing mesh", 0.0)
     vertices, faces, kept = cleanup.merge_duplicate_vertices(mesh.vertices, mesh.faces.astype(np.int64))
     colors = mesh.colors[kept]
     if settings.remove_floaters:
-        vertices, faces, kept = cleanup.remove_floaters(vertices, faces)
+        vertices, faces, kept = cleanup.remove_floaters(vertices, faces, FLOATER_AREA_FRACTION)
         colors = colors[kept]
     moved = False
-    if settings.face_limit and len(faces) > settings.face_limit:
-        vertices, faces = decimate(vertices, faces, settings.face_limit)
-        moved = True
-    report("Finishing mesh", 0.6)
     if settings.watertight:
         vertices, faces = cleanup.make_watertight(vertices, faces)
         moved = True
+    report("Finishing mesh", 0.3)
+    target = settings.face_limit
+    while settings.face_limit and len(faces) > settings.face_limit and target >= FACE_LIMIT_MIN:
+        vertices, faces = decimate(vertices, faces, target)
+        if settings.watertight:  # closing what the decimation may have pinched can add a few faces
+            vertices, faces = cleanup.make_watertight(vertices, faces)
+        target -= max(len(faces) - settings.face_limit, 0) + 1
+        moved = True
+    report("Finishing mesh", 0.8)
     vertices, faces, kept = cleanup.drop_unused_vertices(vertices, faces)
     faces = cleanup.orient_outward(vertices, faces)
     colors = color_fn(vertices) if moved else colors[kept]
@@ -79,6 +87,8 @@ def finish_mesh(mesh: Mesh, color_fn: ColorFn, settings: AssetSettings, progress
 def decimate(vertices: np.ndarray, faces: np.ndarray, face_limit: int):
     """Quadric edge-collapse decimation (fast-simplification) to at most face_limit faces. → vertices, faces"""
     import fast_simplification
+
+    from . import cleanup
 
     target = face_limit
     while True:

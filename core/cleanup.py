@@ -9,8 +9,6 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-FLOATER_AREA_FRACTION = 0.02  # a separate piece with less than 2 % of the largest piece's area is a floater
-
 
 def merge_duplicate_vertices(vertices: np.ndarray, faces: np.ndarray):
     """Vertices at exactly the same position become one; faces that collapse or repeat are dropped.
@@ -22,6 +20,21 @@ def merge_duplicate_vertices(vertices: np.ndarray, faces: np.ndarray):
     kept = first[order]
     faces = rank[inverse.reshape(-1)][faces]
     return vertices[kept], drop_degenerate_faces(faces), kept
+
+
+def merge_close_vertices(vertices: np.ndarray, faces: np.ndarray, distance: float):
+    """Vertices closer than `distance` (in chains) become one, at the first one's position; faces that collapse
+    or repeat are dropped. → vertices, faces, kept"""
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(vertices).query_pairs(distance, output_type="ndarray")
+    if len(pairs) == 0:
+        return vertices, drop_degenerate_faces(faces), np.arange(len(vertices))
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(len(vertices),) * 2)
+    _, group = connected_components(graph, directed=False)
+    _, first = np.unique(group, return_index=True)  # the first vertex of each group stands for it
+    representative = first[group]
+    return drop_unused_vertices(vertices, drop_degenerate_faces(representative[faces]))
 
 
 def drop_degenerate_faces(faces: np.ndarray) -> np.ndarray:
@@ -47,7 +60,7 @@ def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
 
 
-def remove_floaters(vertices: np.ndarray, faces: np.ndarray, fraction: float = FLOATER_AREA_FRACTION):
+def remove_floaters(vertices: np.ndarray, faces: np.ndarray, fraction: float):
     """Drop every separate piece whose surface area is below `fraction` of the largest piece's.
     → vertices, faces, kept"""
     labels = piece_labels(faces, len(vertices))
@@ -82,11 +95,14 @@ def orient_outward(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return faces
 
 
+SHORTEST_EDGE = 1e-4  # watertight meshes have no shorter edge (Blender's QuadriFlow refuses them)
+
+
 def make_watertight(vertices: np.ndarray, faces: np.ndarray, max_rounds: int = 10):
-    """A closed 2-manifold: faces on edges shared by more than two faces (or by two faces wound the same way)
-    are removed, then every hole is closed by a fan around a new vertex at the hole's centre.
-    → vertices (the input's, then one per hole), faces"""
-    faces = drop_degenerate_faces(np.asarray(faces, np.int64))
+    """A closed 2-manifold: vertices closer than SHORTEST_EDGE merged, faces on edges shared by more than two
+    faces (or by two faces wound the same way) removed, then every hole closed by a fan around a new vertex at
+    the hole's centre. → vertices, faces"""
+    vertices, faces, _ = merge_close_vertices(vertices, np.asarray(faces, np.int64), SHORTEST_EDGE)
     for _ in range(max_rounds):
         bad = _bad_edge_faces(faces, len(vertices))
         if not bad.any():

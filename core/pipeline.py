@@ -1,5 +1,5 @@
 """One image → one coloured mesh with a loaded model: prepare the image, encode it, extract the surface, make it
-an asset (core.asset). Also: a texture baked from a kept scene code onto any mesh (re-bake)."""
+an asset (core.asset). Also: the colours of a kept scene code at any points (re-bake, remesh)."""
 
 import gc
 import math
@@ -112,30 +112,23 @@ def field_colors(model: TripoSR, scene_code: torch.Tensor):
     return color_fn
 
 
-def bake_from_field(model: TripoSR, scene_code: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-                    corner_uvs: np.ndarray, size: int, progress=None) -> np.ndarray:
-    """A size² texture of the field `scene_code` over a mesh's own UVs (re-bake after edits).
+def colors_from_field(model: TripoSR, scene_code: np.ndarray, points: np.ndarray, progress=None) -> np.ndarray:
+    """The colours of a kept field at any points (a re-bake's texels, a remeshed object's vertices).
 
-    vertices (N, 3) in TripoSR's frame, faces (M, 3), corner_uvs (M, 3, 2) → uint8 (size, size, 3)."""
-    from .texture import bake
-
-    AssetSettings(texture_size=size).validate()
-    code = torch.from_numpy(np.ascontiguousarray(scene_code, np.float32)).to(model.device)
+    scene_code (3, C, H, W) as generate_with_field returned it; points (K, 3) in TripoSR's frame → float32 (K, 3)."""
+    code = torch.from_numpy(np.ascontiguousarray(scene_code, np.float32))
     if code.ndim != 4 or tuple(code.shape[:2]) != (3, model.config.upsampler.out_channels):
         raise InputError(f"The stored field has shape {tuple(code.shape)}, which this model cannot read: it was made "
                          "by another model.")
     report = progress or (lambda stage, fraction: None)
-    report("Baking texture", 0.0)
+    report("Painting colours", 0.0)
     try:
-        texture = bake(np.asarray(vertices, np.float32), np.asarray(faces, np.int64), np.asarray(corner_uvs, np.float32),
-                       size, field_colors(model, code))
-    except ValueError as error:
-        raise InputError(str(error)) from None
+        colors = field_colors(model, code.to(model.device))(np.asarray(points, np.float32).reshape(-1, 3))
     except torch.OutOfMemoryError:
-        raise ModelError(f"Out of memory on {model.device} while baking the texture: choose a smaller texture size."
+        raise ModelError(f"Out of memory on {model.device} while painting colours: choose a smaller texture size."
                          ) from None
-    report("Baking texture", 1.0)
-    return texture
+    report("Painting colours", 1.0)
+    return colors
 
 
 def _extract_with_retries(model: TripoSR, scene_code, settings: GenerateSettings, progress):

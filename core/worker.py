@@ -28,17 +28,17 @@ Client API (the Blender operator's; the client never imports torch):
     client.poll() -> list of events       non-blocking, for a modal operator's timer. A job ends with exactly
                                           one Result or Failure.
         Progress(stage, fraction)  stage: "Loading model", "Preparing image", "Encoding image", "Extracting mesh",
-                                   "Finishing mesh", "Baking texture"
+                                   "Finishing mesh", "Baking texture"; "Painting colours" (submit_colors)
         Result(mesh, scene_code)   core.mesh.Mesh and the field it came from, float32 (3, C, H, W)
         Failure(error)             an InputError, ModelError, WorkerError or Cancelled: show str(error)
     client.run(image, settings, model, progress=None) -> Mesh
                                           blocking (background mode, scripts). progress(stage, fraction) may
                                           raise Cancelled to cancel the job. Raises the job's error.
-    client.submit_bake(scene_code, vertices, faces, uvs, texture_size, model)
-                                          start a re-bake: the field's colours painted over a mesh's own UVs
-                                          (core.pipeline.bake_from_field); it ends with Result(texture=uint8
-                                          (size, size, 3)) or a Failure
-    client.bake(scene_code, vertices, faces, uvs, texture_size, model, progress=None) -> texture   blocking
+    client.submit_colors(scene_code, points, model)
+                                          start a job asking a kept field (a Result's scene_code) for its colours
+                                          at points (K, 3) in TripoSR's frame (core.pipeline.colors_from_field);
+                                          it ends with Result(colors=float32 (K, 3)) or a Failure
+    client.colors(scene_code, points, model, progress=None) -> colors   blocking
     client.cancel()                       ask the running job to stop; it ends as Failure(Cancelled), a late
                                           result is dropped. A worker that does not stop within grace is killed.
     client.close()                        end the process and free the model ("Unload model"); the next job
@@ -114,7 +114,7 @@ class Progress:
 class Result:
     mesh: Mesh | None = None
     scene_code: np.ndarray | None = None  # the field the mesh came from
-    texture: np.ndarray | None = None  # a re-bake's texture
+    colors: np.ndarray | None = None  # the answer to submit_colors
 
 
 @dataclass
@@ -251,11 +251,10 @@ class WorkerClient:
         header, arrays = _image_message(image)
         self._submit(dict(header, type="generate", settings=_settings_dict(settings)), arrays, model)
 
-    def submit_bake(self, scene_code, vertices, faces, uvs, texture_size: int, model: ModelSpec):
+    def submit_colors(self, scene_code, points, model: ModelSpec):
         self._check_idle()
-        arrays = {"scene_code": np.asarray(scene_code, np.float32), "vertices": np.asarray(vertices, np.float32),
-                  "faces": np.asarray(faces, np.int64), "uvs": np.asarray(uvs, np.float32)}
-        self._submit({"type": "bake", "texture_size": int(texture_size)}, arrays, model)
+        arrays = {"scene_code": np.asarray(scene_code, np.float32), "points": np.asarray(points, np.float32)}
+        self._submit({"type": "colors"}, arrays, model)
 
     def _check_idle(self):
         if self._busy:
@@ -280,9 +279,9 @@ class WorkerClient:
         self.submit(image, settings, model)
         return self._wait(progress).mesh
 
-    def bake(self, scene_code, vertices, faces, uvs, texture_size: int, model: ModelSpec, progress=None):
-        self.submit_bake(scene_code, vertices, faces, uvs, texture_size, model)
-        return self._wait(progress).texture
+    def colors(self, scene_code, points, model: ModelSpec, progress=None):
+        self.submit_colors(scene_code, points, model)
+        return self._wait(progress).colors
 
     def _wait(self, progress) -> Result:
         try:
@@ -367,7 +366,7 @@ class WorkerClient:
                 scene_code = arrays.pop("scene_code", None)
                 return Result(mesh=Mesh(**arrays), scene_code=scene_code)
             if header["type"] == "result":
-                return Result(texture=arrays["texture"])
+                return Result(colors=arrays["colors"])
             return Failure(_ERROR_TYPES.get(header.get("error"), WorkerError)(header.get("message", "")))
         was_busy, cancelled = self._busy, self._cancel_deadline is not None
         unaccepted, self._unaccepted = self._unaccepted, None

@@ -68,8 +68,8 @@ class _Server:
         try:
             progress = self._progress_callback(job)
             model = self._load(header["model"], progress)
-            if header["type"] == "bake":
-                reply = {"texture": self._bake(model, header, arrays, progress)}
+            if header["type"] == "colors":
+                reply = {"colors": self._colors(model, arrays, progress)}
             else:
                 image = arrays.pop("image") if "image" in arrays else header["image_path"]
                 mesh, scene_code = self._run_pipeline(model, image, header["settings"], progress)
@@ -129,11 +129,10 @@ class _Server:
 
         return generate_with_field(model, image, GenerateSettings(**settings), progress=progress)
 
-    def _bake(self, model, header: dict, arrays: dict, progress):
-        from .pipeline import bake_from_field
+    def _colors(self, model, arrays: dict, progress):
+        from .pipeline import colors_from_field
 
-        return bake_from_field(model, arrays["scene_code"], arrays["vertices"], arrays["faces"], arrays["uvs"],
-                               header["texture_size"], progress=progress)
+        return colors_from_field(model, arrays["scene_code"], arrays["points"], progress=progress)
 
 
 def _error_reply(job: int, error: ImageToMeshError) -> tuple[dict, dict]:

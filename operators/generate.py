@@ -15,13 +15,18 @@ from .. import worker_session
 from ..core.errors import Cancelled, ImageToMeshError, InputError, ModelError
 from ..core.worker import Failure, ModelSpec, Progress, Result
 from ..preferences import get_preferences, model_cache_dir, model_source, python_executable
-from ..properties import RESOLUTION, THRESHOLD_DEFAULT, job_status, scene_settings
+from ..properties import FACE_LIMIT, RESOLUTION, TEXTURE_SIZE, THRESHOLD_DEFAULT, job_status, scene_settings
+from . import fields
+from .bake import bake_onto, remesh_to_quads
 from .image_source import checked_file, file_pixels_via_blender, image_pixels, object_name_for
-from .scene_object import add_mesh_object
+from .scene_object import add_mesh_object, remove_object
 
 # Formats core's Pillow loader cannot read; Blender reads them, then its datablock is removed again.
 BLENDER_ONLY_SUFFIXES = {".exr", ".hdr", ".dpx", ".cin", ".jp2", ".j2c"}
 POLL_INTERVAL = 0.1  # seconds between worker polls (timer and synchronous path)
+IMAGE_SETTINGS = ("resolution", "remove_background", "foreground_ratio", "threshold")
+OUTPUT_SETTINGS = ("texture_size", "face_limit", "remove_floaters", "watertight", "quads")
+QUADS_INPUT_FACES = 4  # Quads: the worker decimates to this many times the target, QuadriFlow does the rest
 
 _active_job = None
 
@@ -37,6 +42,7 @@ class GenerateRequest:
     settings: dict  # core.pipeline.GenerateSettings fields (no torch import in Blender's process)
     model: ModelSpec
     at_cursor: bool
+    output: dict  # OUTPUT_SETTINGS as chosen (the worker's settings hold what the worker does of them)
 
 
 class GenerateJob:
@@ -48,6 +54,7 @@ class GenerateJob:
         self.stage = "Starting"
         self.progress = 0.0
         self.mesh = None
+        self.scene_code = None
         self.error: ImageToMeshError | None = None
         self.cancel_requested = False
         self.client = None
@@ -94,13 +101,27 @@ class GenerateJob:
         self._release()
 
     def finish(self, context) -> bpy.types.Object:
-        return add_mesh_object(context, self.mesh, self.request.name, at_cursor=self.request.at_cursor)
+        """The object, with its field kept for re-baking; with Quads, remeshed and baked. Raises
+        ImageToMeshError with nothing added when the remesh or its bake fails."""
+        request = self.request
+        obj = add_mesh_object(context, self.mesh, request.name, at_cursor=request.at_cursor)
+        try:
+            fields.keep(obj, self.scene_code, request.model.source, dict(request.settings, **request.output))
+            if request.output["quads"]:
+                target = request.output["face_limit"] or len(self.mesh.faces) // 2
+                remesh_to_quads(context, obj, self.scene_code, target)
+                if request.output["texture_size"]:
+                    bake_onto(context, obj, self.scene_code, request.output["texture_size"])
+        except BaseException:
+            remove_object(obj)
+            raise
+        return obj
 
     def _handle(self, event):
         if isinstance(event, Progress):
             self.stage, self.progress = event.stage, float(event.fraction)
         elif isinstance(event, Result):
-            self.mesh = event.mesh
+            self.mesh, self.scene_code = event.mesh, event.scene_code
         elif isinstance(event, Failure):
             self.error = event.error
 
@@ -115,10 +136,10 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
 
     Raises InputError when no usable image is given."""
     settings = scene_settings(context)
-    options = {
+    options, output = ({
         name: overrides.get(name) if overrides.get(name) is not None else getattr(settings, name)
-        for name in ("remove_background", "foreground_ratio", "resolution", "threshold")
-    }
+        for name in names
+    } for names in (IMAGE_SETTINGS, OUTPUT_SETTINGS))
     options["resolution"] = int(options["resolution"])
     # Blender keeps floats in single precision: 0.85 would arrive as 0.8500000238 and shift the image framing.
     options["foreground_ratio"] = round(float(options["foreground_ratio"]), 6)
@@ -147,7 +168,16 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
         cache_dir=model_cache_dir(),
         allow_download=bpy.app.online_access,
     )
-    return GenerateRequest(source, name, options, model, at_cursor)
+    return GenerateRequest(source, name, dict(options, **worker_output(output)), model, at_cursor, output)
+
+
+def worker_output(output: dict) -> dict:
+    """What the worker does of the Output settings: with Quads it hands over a closed mesh of a few times the
+    target's faces, for QuadriFlow, and no texture (the remeshed object is baked afterwards)."""
+    worker = {name: output[name] for name in ("texture_size", "face_limit", "remove_floaters", "watertight")}
+    if output["quads"]:
+        worker.update(texture_size=0, watertight=True, face_limit=QUADS_INPUT_FACES * output["face_limit"])
+    return worker
 
 
 def has_scene_image(context) -> bool:
@@ -202,6 +232,11 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
     remove_background: BoolProperty(name="Remove Background", default=True)
     foreground_ratio: FloatProperty(name="Foreground Ratio", min=0.5, max=1.0, default=0.85, subtype="FACTOR")
     threshold: FloatProperty(name="Density Threshold", min=0.0, soft_max=100.0, default=THRESHOLD_DEFAULT)
+    texture_size: IntProperty(name="Texture Size", description="0: vertex colours only", **TEXTURE_SIZE)
+    face_limit: IntProperty(name="Face Limit", description="0: no limit", **FACE_LIMIT)
+    remove_floaters: BoolProperty(name="Remove Floaters", default=True)
+    watertight: BoolProperty(name="Watertight", default=False)
+    quads: BoolProperty(name="Quads", default=False)
 
     _timer = None
     _job: GenerateJob | None = None
@@ -225,7 +260,7 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
     def draw(self, context):  # the Adjust Last Operation panel: only settings that redo can change
         layout = self.layout
         layout.use_property_split = True
-        for name in ("resolution", "remove_background", "foreground_ratio", "threshold"):
+        for name in IMAGE_SETTINGS + OUTPUT_SETTINGS:
             layout.prop(self, name)
 
     def execute(self, context):
@@ -273,7 +308,7 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
     def _start(self, context) -> GenerateJob | None:
         overrides = {
             name: getattr(self, name) if self.properties.is_property_set(name) else None
-            for name in ("resolution", "remove_background", "foreground_ratio", "threshold")
+            for name in IMAGE_SETTINGS + OUTPUT_SETTINGS
         }
         preferences = get_preferences(context)
         try:
@@ -284,7 +319,7 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
             self._fail(context, error)
             return None
         # Remember the choices, so redo (Adjust Last Operation) repeats the same job.
-        for name, value in request.settings.items():
+        for name, value in {**request.settings, **request.output}.items():
             setattr(self, name, value)
         show_status(context, job)
         return job
@@ -297,7 +332,11 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
         if job.error is not None:
             self._fail(context, job.error)
             return {"CANCELLED"}
-        obj = job.finish(context)
+        try:
+            obj = job.finish(context)
+        except ImageToMeshError as error:
+            self._fail(context, error)
+            return {"CANCELLED"}
         summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
         show_status(context, None, result=summary)
         self.report({"INFO"}, summary)

@@ -1,3 +1,3 @@
-from .sidebar import VIEW3D_PT_image_to_mesh, VIEW3D_PT_image_to_mesh_advanced
+from .sidebar import VIEW3D_PT_image_to_mesh, VIEW3D_PT_image_to_mesh_advanced, VIEW3D_PT_image_to_mesh_output
 
-classes = (VIEW3D_PT_image_to_mesh, VIEW3D_PT_image_to_mesh_advanced)
+classes = (VIEW3D_PT_image_to_mesh, VIEW3D_PT_image_to_mesh_output, VIEW3D_PT_image_to_mesh_advanced)

@@ -2,6 +2,8 @@
 
 import bpy
 
+from ..core.asset import DEFAULT_TEXTURE_SIZE
+from ..operators.fields import is_generated
 from ..properties import job_status, scene_settings
 
 
@@ -46,6 +48,30 @@ class VIEW3D_PT_image_to_mesh(bpy.types.Panel):
             _wrapped_label(box, status.error, context.region.width if context.region else 300)
         elif status.result:
             layout.label(text=status.result, icon="CHECKMARK")
+
+
+class VIEW3D_PT_image_to_mesh_output(bpy.types.Panel):
+    bl_label = "Output"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Image to Mesh"
+    bl_parent_id = "VIEW3D_PT_image_to_mesh"
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        settings = scene_settings(context)
+        column = layout.column()
+        column.enabled = not job_status(context).running
+        column.prop(settings, "texture_size")
+        column.prop(settings, "face_limit")
+        column.prop(settings, "remove_floaters")
+        column.prop(settings, "watertight")
+        column.prop(settings, "quads")
+        if is_generated(context.active_object):
+            layout.operator("image_to_mesh.bake_texture", icon="TEXTURE").texture_size = settings.texture_size \
+                or DEFAULT_TEXTURE_SIZE
 
 
 class VIEW3D_PT_image_to_mesh_advanced(bpy.types.Panel):

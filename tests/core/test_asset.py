@@ -5,7 +5,7 @@ import pytest
 from skimage.measure import marching_cubes
 
 from core import cleanup
-from core.asset import AssetSettings, decimate, finish_mesh
+from core.asset import FLOATER_AREA_FRACTION, AssetSettings, decimate, finish_mesh
 from core.errors import InputError
 from core.mesh import Mesh
 from core.texture import bake, fill_uncovered, padding_for, texel_samples, unwrap
@@ -76,7 +76,7 @@ def test_floaters_below_two_percent_of_the_largest_piece_are_removed(fraction, k
     small_vertices, small_faces = cube(np.sqrt(fraction), offset=(3.0, 0.0, 0.0))  # area = fraction × the big one's
     vertices = np.concatenate([big_vertices, small_vertices])
     faces = np.concatenate([big_faces, small_faces + 8])
-    out_vertices, out_faces, out_kept = cleanup.remove_floaters(vertices, faces)
+    out_vertices, out_faces, out_kept = cleanup.remove_floaters(vertices, faces, FLOATER_AREA_FRACTION)
     assert len(out_faces) == (24 if kept else 12)
     np.testing.assert_array_equal(out_kept, np.arange(16 if kept else 8))
 
@@ -86,7 +86,7 @@ def test_a_small_separate_blob_is_removed_from_a_field():
     field = np.maximum(sphere(64), 0.06 - np.sqrt((x - 0.72) ** 2 + y ** 2 + z ** 2))
     vertices, faces = surface(field)
     assert len(np.unique(cleanup.piece_labels(faces, len(vertices)))) == 2
-    out_vertices, out_faces, _ = cleanup.remove_floaters(vertices, faces)
+    out_vertices, out_faces, _ = cleanup.remove_floaters(vertices, faces, FLOATER_AREA_FRACTION)
     assert len(np.unique(cleanup.piece_labels(out_faces, len(out_vertices)))) == 1
     assert out_vertices[:, 0].max() < 0.51  # only the sphere of radius 0.5 is left
 
