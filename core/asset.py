@@ -21,9 +21,13 @@ FACE_LIMIT_MIN = 4  # besides 0 (no limit): a tetrahedron
 
 @dataclass
 class AssetSettings:
+    """The library's defaults leave the extracted surface as it is (apart from merging duplicate vertices); the
+    add-on's panel and the command line default to removing floaters, and the panel to DEFAULT_TEXTURE_SIZE and
+    DEFAULT_FACE_LIMIT."""
+
     texture_size: int = 0  # 0: vertex colours only
     face_limit: int = 0  # 0: no limit
-    remove_floaters: bool = True
+    remove_floaters: bool = False
     watertight: bool = False
 
     def validate(self):
@@ -45,6 +49,10 @@ def _whole(value) -> bool:
 
 def finish_mesh(mesh: Mesh, color_fn, settings: AssetSettings, progress=None) -> Mesh:
     """The extracted mesh cleaned, within its face budget, optionally closed, and textured when asked.
+
+    Normals stay outward without a step of their own: marching cubes winds every face with its normal toward
+    lower density, the decimator refuses collapses that flip a face, and hole fans follow the hole's winding
+    (a per-piece flip would be wrong for the inner wall of a hollow object).
 
     progress(stage, fraction) with stage "Finishing mesh" or "Baking texture"."""
     from . import cleanup
@@ -71,7 +79,6 @@ def finish_mesh(mesh: Mesh, color_fn, settings: AssetSettings, progress=None) ->
         moved = True
     report("Finishing mesh", 0.8)
     vertices, faces, kept = cleanup.drop_unused_vertices(vertices, faces)
-    faces = cleanup.orient_outward(vertices, faces)
     colors = color_fn(vertices) if moved else colors[kept]
     report("Finishing mesh", 1.0)
     if not settings.texture_size or len(faces) == 0:

@@ -1,4 +1,4 @@
-"""Mesh clean-up on plain arrays: merge duplicate vertices, drop floaters, orient pieces outward, close holes.
+"""Mesh clean-up on plain arrays: merge duplicate vertices, drop floaters, close holes.
 
 vertices float32 (N, 3); faces int (M, 3), counter-clockwise seen from outside. Functions that drop or merge
 vertices also return `kept` (N',): for each output vertex, the input vertex it came from, so per-vertex data
@@ -78,21 +78,6 @@ def drop_unused_vertices(vertices: np.ndarray, faces: np.ndarray):
     index = np.full(len(vertices), -1, np.int64)
     index[kept] = np.arange(len(kept))
     return vertices[kept], index[faces], kept
-
-
-def orient_outward(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Faces of every piece whose signed volume is negative (wound inward) reversed. → faces"""
-    labels = piece_labels(faces, len(vertices))
-    if len(faces) == 0:
-        return faces
-    a, b, c = (vertices[faces[:, i]].astype(np.float64) for i in range(3))
-    centre = vertices.astype(np.float64).mean(axis=0)
-    volume = np.einsum("ij,ij->i", a - centre, np.cross(b - centre, c - centre))
-    inward = np.bincount(labels, weights=volume) < 0
-    faces = faces.copy()
-    flip = inward[labels]
-    faces[flip] = faces[flip][:, ::-1]
-    return faces
 
 
 SHORTEST_EDGE = 1e-4  # watertight meshes have no shorter edge (Blender's QuadriFlow refuses them)

@@ -21,7 +21,7 @@ class GenerateSettings:
     threshold: float = 25.0  # iso level on the density
     texture_size: int = 0  # core.asset.AssetSettings from here on
     face_limit: int = 0
-    remove_floaters: bool = True
+    remove_floaters: bool = False
     watertight: bool = False
 
     def asset(self) -> AssetSettings:
@@ -80,7 +80,8 @@ def generate_with_field(model: TripoSR, image, settings: GenerateSettings | None
             stage = name
             report(name, fraction)
 
-        mesh = finish_mesh(mesh, field_colors(model, scene_code), settings.asset(), finishing)
+        if settings.asset() != AssetSettings():  # the defaults keep the extracted surface as it is
+            mesh = finish_mesh(mesh, field_colors(model, scene_code), settings.asset(), finishing)
         return mesh, scene_code.detach().to("cpu", torch.float32).numpy()
     except torch.OutOfMemoryError:
         retried = ", even with smaller batches" if stage == STAGES[2] else ""  # only the extraction is retried

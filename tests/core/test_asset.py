@@ -91,15 +91,6 @@ def test_a_small_separate_blob_is_removed_from_a_field():
     assert out_vertices[:, 0].max() < 0.51  # only the sphere of radius 0.5 is left
 
 
-def test_inward_pieces_are_turned_outward():
-    vertices, faces = cube(1.0)
-    other, other_faces = cube(0.5, offset=(2.0, 0.0, 0.0))
-    all_faces = np.concatenate([faces[:, ::-1], other_faces + 8])  # the first cube wound inward
-    oriented = cleanup.orient_outward(np.concatenate([vertices, other]), all_faces)
-    np.testing.assert_array_equal(oriented[:12], faces)
-    np.testing.assert_array_equal(oriented[12:], other_faces + 8)
-
-
 def test_watertight_closes_a_surface_cut_open_by_the_grid():
     x, y, z = grid(48)
     field = 0.3 - np.sqrt(y ** 2 + z ** 2)  # a cylinder along x through the whole volume: open at both ends
@@ -127,7 +118,8 @@ def test_decimation_respects_the_limit_and_keeps_the_shape():
     assert 1900 <= len(small_faces) <= 2000
     distance = np.linalg.norm(small_vertices, axis=1)
     assert np.abs(distance - 0.5).max() < 0.01  # within 2 % of the radius
-    assert edge_report(small_faces, len(small_vertices)) == (0, 0)
+    assert edge_report(small_faces, len(small_vertices)) == (0, 0)  # closed, every edge wound both ways
+    assert signed_volume(small_vertices, small_faces) == pytest.approx(4 / 3 * np.pi * 0.5 ** 3, rel=0.02)  # outward
 
 
 def test_every_texel_inside_a_uv_triangle_is_covered_and_islands_do_not_overlap():
