@@ -61,7 +61,7 @@ def load(obj, model_source: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise InputError(f"The field '{obj.name}' was made from is not on this computer ({path} is missing): fields "
+        raise InputError(f"The field that '{obj.name}' was made from is not on this computer ({path} is missing): fields "
                          "stay in the add-on's user folder on the machine that generated the object. Generate it "
                          "again here to bake a new texture.") from None
     except (OSError, ValueError) as error:
