@@ -78,20 +78,25 @@ def bake_onto(context, obj, scene_code: np.ndarray, texture_size: int) -> bpy.ty
     return image
 
 
-def _texture(context, mesh, scene_code: np.ndarray, texture_size: int) -> np.ndarray:
-    from ..core.texture import bake
-
+def triangles_and_uvs(mesh: bpy.types.Mesh):
+    """The mesh's polygons as triangles: vertex indices (T, 3) and the active UV map's corner UVs (T, 3, 2)."""
     mesh.calc_loop_triangles()
-    triangles = np.empty(len(mesh.loop_triangles) * 3, np.int32)
-    mesh.loop_triangles.foreach_get("loops", triangles)
+    loops = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("loops", loops)
     corners = np.empty(len(mesh.loop_triangles) * 3, np.int32)
     mesh.loop_triangles.foreach_get("vertices", corners)
     loop_uvs = np.empty(len(mesh.loops) * 2, np.float32)
     mesh.uv_layers.active.uv.foreach_get("vector", loop_uvs)
-    corner_uvs = loop_uvs.reshape(-1, 2)[triangles.reshape(-1, 3)]
+    return corners.reshape(-1, 3), loop_uvs.reshape(-1, 2)[loops.reshape(-1, 3)]
+
+
+def _texture(context, mesh, scene_code: np.ndarray, texture_size: int) -> np.ndarray:
+    from ..core.texture import bake
+
+    triangles, corner_uvs = triangles_and_uvs(mesh)
     vertices = to_triposr_frame(local_vertices(mesh))
     try:
-        return bake(vertices, corners.reshape(-1, 3), corner_uvs, texture_size, field_colors(context, scene_code))
+        return bake(vertices, triangles, corner_uvs, texture_size, field_colors(context, scene_code))
     except ValueError as error:
         raise InputError(f"Cannot bake: {error} Unwrap the mesh again (UV > Unwrap).") from None
 

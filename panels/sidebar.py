@@ -7,11 +7,14 @@ from ..operators.fields import is_generated
 from ..properties import job_status, scene_settings
 
 
-class VIEW3D_PT_image_to_mesh(bpy.types.Panel):
-    bl_label = "Image to Mesh"
+class _SidebarPanel:
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Image to Mesh"
+
+
+class VIEW3D_PT_image_to_mesh(_SidebarPanel, bpy.types.Panel):
+    bl_label = "Image to Mesh"
 
     def draw(self, context):
         layout = self.layout
@@ -50,11 +53,8 @@ class VIEW3D_PT_image_to_mesh(bpy.types.Panel):
             layout.label(text=status.result, icon="CHECKMARK")
 
 
-class VIEW3D_PT_image_to_mesh_output(bpy.types.Panel):
+class VIEW3D_PT_image_to_mesh_output(_SidebarPanel, bpy.types.Panel):
     bl_label = "Output"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Image to Mesh"
     bl_parent_id = "VIEW3D_PT_image_to_mesh"
 
     def draw(self, context):
@@ -74,11 +74,8 @@ class VIEW3D_PT_image_to_mesh_output(bpy.types.Panel):
                 or DEFAULT_TEXTURE_SIZE
 
 
-class VIEW3D_PT_image_to_mesh_advanced(bpy.types.Panel):
+class VIEW3D_PT_image_to_mesh_advanced(_SidebarPanel, bpy.types.Panel):
     bl_label = "Advanced"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Image to Mesh"
     bl_parent_id = "VIEW3D_PT_image_to_mesh"
     bl_options = {"DEFAULT_CLOSED"}
 

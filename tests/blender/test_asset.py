@@ -33,7 +33,7 @@ def checker_model(checker_dir):
 
 
 @pytest.fixture(scope="module")
-def checker_blend(addon_module, checker_dir, tmp_path_factory):
+def checker_blend(ext, checker_dir, tmp_path_factory):
     """A .blend with one object generated at texture 1024 and face limit 20,000, and what it held before saving."""
     import os
 
@@ -43,7 +43,7 @@ def checker_blend(addon_module, checker_dir, tmp_path_factory):
         assert bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), resolution=160, texture_size=1024,
                                               face_limit=20000) == {"FINISHED"}
         obj = bpy.context.active_object
-        before = snapshot(obj)
+        before = snapshot(ext, obj)
         path = tmp_path_factory.mktemp("checker_blend") / "checker.blend"
         bpy.ops.wm.save_as_mainfile(filepath=str(path))
     finally:
@@ -58,19 +58,10 @@ def open_blend(path):
     return obj
 
 
-def mesh_arrays(mesh):
-    vertices = np.empty(len(mesh.vertices) * 3, np.float32)
-    mesh.vertices.foreach_get("co", vertices)
-    mesh.calc_loop_triangles()
-    triangles = np.empty(len(mesh.loop_triangles) * 3, np.int32)
-    mesh.loop_triangles.foreach_get("vertices", triangles)
-    loops = np.empty(len(mesh.loop_triangles) * 3, np.int32)
-    mesh.loop_triangles.foreach_get("loops", loops)
-    uvs = np.empty(len(mesh.loops) * 2, np.float32)
-    if mesh.uv_layers:
-        mesh.uv_layers.active.uv.foreach_get("vector", uvs)
-    corner_uvs = uvs.reshape(-1, 2)[loops.reshape(-1, 3)]
-    return vertices.reshape(-1, 3), triangles.reshape(-1, 3), corner_uvs
+def mesh_arrays(ext, mesh):
+    """Local vertex positions (N, 3), triangles (T, 3) and their corner UVs (T, 3, 2)."""
+    triangles, corner_uvs = ext.bake.triangles_and_uvs(mesh)
+    return ext.bake.local_vertices(mesh), triangles, corner_uvs
 
 
 def base_color_image(obj):
@@ -89,16 +80,11 @@ def image_texture(image) -> np.ndarray:
     return np.round(rgba[..., :3] * 255).astype(np.uint8)
 
 
-def snapshot(obj) -> dict:
-    vertices, triangles, corner_uvs = mesh_arrays(obj.data)
+def snapshot(ext, obj) -> dict:
+    vertices, triangles, corner_uvs = mesh_arrays(ext, obj.data)
     image = base_color_image(obj)
     return dict(vertices=vertices, triangles=triangles, corner_uvs=corner_uvs, texture=image_texture(image),
                 image=image.name, field=obj["image_to_mesh_field"], uv_maps=len(obj.data.uv_layers))
-
-
-def to_triposr(vertices):
-    x, y, z = vertices.T
-    return np.stack([-y, x, z], axis=1)  # undo the −90° about Z
 
 
 def stored_field(ext, obj):
@@ -108,8 +94,8 @@ def stored_field(ext, obj):
 def fidelity(ext, obj, model):
     """(vertex-colour error, texture error) at 10,000 random surface points, against the object's own field.
     The vertex colours are the field's own colours at the mesh's vertices (the best vertex colours can do)."""
-    vertices, triangles, corner_uvs = mesh_arrays(obj.data)
-    vertices = to_triposr(vertices)
+    vertices, triangles, corner_uvs = mesh_arrays(ext, obj.data)
+    vertices = ext.scene_object.to_triposr_frame(vertices)
     color_fn = field_colors(model, torch.from_numpy(stored_field(ext, obj)))
     return colour_errors(vertices, triangles, color_fn(vertices), color_fn, corner_uvs,
                          image_texture(base_color_image(obj)))
@@ -136,7 +122,7 @@ def test_textured_generate_within_the_face_limit_survives_save_and_reload(ext, c
     assert len(obj.data.uv_layers) == 1
     image = base_color_image(obj)
     assert tuple(image.size) == (1024, 1024) and image.packed_file is not None
-    after = snapshot(obj)
+    after = snapshot(ext, obj)
     for key, value in before.items():
         np.testing.assert_array_equal(after[key], value, err_msg=key)
 
@@ -145,6 +131,13 @@ def test_textured_generate_within_the_face_limit_survives_save_and_reload(ext, c
     strictly = (weights > 1e-6).all(axis=1)
     counts = np.bincount(rows[strictly] * 1024 + columns[strictly], minlength=1024 * 1024)
     assert counts.max() == 1 and counts.sum() > 0.4 * 1024 * 1024
+
+    exported = path.with_suffix(".glb")  # Blender's own glTF exporter takes the texture along
+    bpy.ops.export_scene.gltf(filepath=str(exported), use_selection=False)
+    import trimesh
+
+    loaded = trimesh.load(exported, force="mesh", process=False)
+    assert loaded.visual.material.baseColorTexture.size == (1024, 1024)
 
     pixels = render_front(obj, output_dir / "checker_textured_front.png", size=(160, 120))
     covered = pixels[pixels[..., 3] > 0.99][:, :3]
@@ -190,7 +183,7 @@ def test_rebake_without_the_field_or_with_another_model_changes_nothing(ext, che
                                                                       monkeypatch, tmp_path):
     monkeypatch.setenv("IMAGE_TO_MESH_MODEL", str(checker_dir))
     obj = open_blend(checker_blend[0])
-    before = snapshot(obj)
+    before = snapshot(ext, obj)
     field = ext.fields.field_path(obj["image_to_mesh_field"])
     kept = tmp_path / field.name
     field.rename(kept)
@@ -202,7 +195,7 @@ def test_rebake_without_the_field_or_with_another_model_changes_nothing(ext, che
     monkeypatch.setenv("IMAGE_TO_MESH_MODEL", str(FIXTURE_DIR))
     with pytest.raises(RuntimeError, match="was made with the model"):
         bpy.ops.image_to_mesh.bake_texture(texture_size=512)
-    after = snapshot(obj)
+    after = snapshot(ext, obj)
     for key, value in before.items():
         np.testing.assert_array_equal(after[key], value, err_msg=key)
     assert len(bpy.data.images) == 1
@@ -221,14 +214,14 @@ def test_watertight_closes_the_fixture_and_a_field_cut_open(tmp_path, monkeypatc
     assert edge_counts(bpy.context.active_object) == (0, 0)
 
 
-def test_a_small_separate_blob_is_removed(tmp_path, monkeypatch):
+def test_a_small_separate_blob_is_removed(ext, tmp_path, monkeypatch):
     blob = shape.write_crafted_model(FIXTURE_DIR, tmp_path / "blob", blob=True, plane_size=16)
     monkeypatch.setenv("IMAGE_TO_MESH_MODEL", str(blob))
     near_blob = {}
     for remove in (False, True):
         assert bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), resolution=128,
                                               remove_floaters=remove) == {"FINISHED"}
-        vertices = to_triposr(mesh_arrays(bpy.context.active_object.data)[0])
+        vertices = ext.scene_object.to_triposr_frame(mesh_arrays(ext, bpy.context.active_object.data)[0])
         near_blob[remove] = int((np.abs(vertices - shape.BLOB_CENTRE).max(axis=1) < 0.15).sum())
     assert near_blob[False] > 20 and near_blob[True] == 0
 
@@ -253,7 +246,7 @@ def test_the_default_output_is_a_textured_asset():
     assert len(obj.data.polygons) <= 20000 and tuple(base_color_image(obj).size) == (1024, 1024)
 
 
-def test_cli_glb_imports_into_blender_with_uvs_and_texture(tmp_path, checker_dir, checker_model):
+def test_cli_glb_imports_into_blender_with_uvs_and_texture(ext, tmp_path, checker_dir, checker_model):
     result = subprocess.run(
         [sys.executable, "-m", "core", str(INPUT_PNG), "-o", str(tmp_path), "--model", str(checker_dir),
          "--resolution", "64", "--format", "glb", "--texture-size", "256", "--face-limit", "2000", "--device", "cpu"],
@@ -266,7 +259,7 @@ def test_cli_glb_imports_into_blender_with_uvs_and_texture(tmp_path, checker_dir
     assert tuple(image.size) == (256, 256)
     # Read back through its UVs, the texture holds the checker field's colours at the surface: the file's frame
     # (Blender's importer turns glTF's Y up back to TripoSR's Z up), UVs and image line up.
-    vertices, triangles, corner_uvs = mesh_arrays(obj.data)
+    vertices, triangles, corner_uvs = mesh_arrays(ext, obj.data)
     face, weights, points = surface_samples(vertices, triangles, 2000)
     uv = np.einsum("kc,kcx->kx", weights, corner_uvs[face])
     _, scene_code = generate_with_field(checker_model, INPUT_PNG, GenerateSettings(resolution=32))
