@@ -12,7 +12,7 @@ The shape (TripoSR's frame, Z up, camera at +X, image-right +Y): a body cube |x|
 intersection of the three silhouettes' extrusions — exactly this shape.
 
 Variants (write_crafted_model's options): `checker` paints plane 0 with a ±1 checker of one texel per cell and
-gives the colour outputs a gain of CHECKER_GAIN, so the colour is red or blue with edges far sharper than a
+gives the colour outputs a gain of CHECKER_GAIN, so the colour is red or cyan with edges far sharper than a
 texel (bilinear ±1 texels cross zero exactly half-way between texel centres); `blob` adds a separate small cube
 (1 % of the main piece's area with plane_size 16; at resolution 128 the coarse-to-fine extraction sees it); `arm_tip` past the volume's edge (RADIUS) cuts the arm open there;
 `plane_size` sets the tokenizer's plane size (the scene code has twice that many texels a side).
@@ -31,7 +31,7 @@ OUTSIDE = -20.0
 RADIUS = 0.87
 COLOURS = {"body": (0.9, 0.9, 0.9), "nose": (0.9, 0.1, 0.1), "arm": (0.1, 0.8, 0.1)}
 CHECKER_GAIN = 40.0  # colour logits ±40: sigmoid gives 0 or 1 to within 5e-18, the edge is 1/40 texel wide
-CHECKER_SIGNS = (1.0, -1.0, -1.0)  # per colour channel: checker +1 → (1, 0, 0) red, −1 → (0, 0, 1) blue
+CHECKER_SIGNS = (1.0, -1.0, -1.0)  # per colour channel: checker +1 → (1, 0, 0) red, −1 → (0, 1, 1) cyan
 BLOB_CENTRE, BLOB_HALF_WIDTH = -0.6, 0.05
 
 

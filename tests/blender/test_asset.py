@@ -142,8 +142,8 @@ def test_textured_generate_within_the_face_limit_survives_save_and_reload(ext, c
     pixels = render_front(obj, output_dir / "checker_textured_front.png", size=(160, 120))
     covered = pixels[pixels[..., 3] > 0.99][:, :3]
     red = (covered[:, 0] > 0.5) & (covered[:, 2] < 0.2)
-    blue = (covered[:, 2] > 0.5) & (covered[:, 0] < 0.2)
-    assert red.mean() > 0.25 and blue.mean() > 0.25  # the checker's two colours, from the texture
+    cyan = (covered[:, 1] > 0.5) & (covered[:, 2] > 0.5) & (covered[:, 0] < 0.2)
+    assert red.mean() > 0.25 and cyan.mean() > 0.25  # the checker's two colours, from the texture
 
 
 def test_one_undo_step_removes_a_textured_result():
