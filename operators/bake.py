@@ -14,7 +14,7 @@ from ..preferences import get_preferences, model_cache_dir, model_source, python
 from ..properties import TEXTURE_SIZE
 from . import fields
 from .scene_object import (UV_MAP, build_material, set_vertex_colors, texture_image, texture_node,
-                           to_triposr_frame, write_texture)
+                           to_triposr_frame, use_texture, write_texture)
 
 
 def model_spec(context) -> ModelSpec:
@@ -67,13 +67,13 @@ def bake_onto(context, obj, scene_code: np.ndarray, texture_size: int) -> bpy.ty
 
     material = mesh.materials[0] if len(mesh.materials) else None
     node = texture_node(material)
-    if node is not None and node.image is not None:
+    if node is not None:
         write_texture(node.image, texture)
         return node.image
     image = texture_image(f"{obj.name} texture", texture)
     if material is None:
         mesh.materials.append(build_material(obj.name, image))
-    else:
+    elif not use_texture(material, image):  # a material without a Principled BSDF: a new one in its slot
         mesh.materials[0] = build_material(obj.name, image)
     return image
 

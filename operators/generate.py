@@ -55,6 +55,7 @@ class GenerateJob:
         self.progress = 0.0
         self.mesh = None
         self.scene_code = None
+        self.warning = ""  # something the user should know about a result that was added all the same
         self.error: ImageToMeshError | None = None
         self.cancel_requested = False
         self.client = None
@@ -106,7 +107,11 @@ class GenerateJob:
         request = self.request
         obj = add_mesh_object(context, self.mesh, request.name, at_cursor=request.at_cursor)
         try:
-            fields.keep(obj, self.scene_code, request.model.source, dict(request.settings, **request.output))
+            try:
+                fields.keep(obj, self.scene_code, request.model.source, dict(request.settings, **request.output))
+            except OSError as error:
+                self.warning = (f"'{obj.name}' cannot be re-baked later: its field could not be kept "
+                                f"({error.strerror or error}).")
             if request.output["quads"]:
                 target = request.output["face_limit"] or len(self.mesh.faces) // 2
                 remesh_to_quads(context, obj, self.scene_code, target)
@@ -340,6 +345,8 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
         summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
         show_status(context, None, result=summary)
         self.report({"INFO"}, summary)
+        if job.warning:
+            self.report({"WARNING"}, job.warning)
         return {"FINISHED"}
 
     def _fail(self, context, error: ImageToMeshError):

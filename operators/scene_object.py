@@ -6,6 +6,7 @@ import numpy as np
 
 COLOR_ATTRIBUTE = "Color"
 UV_MAP = "UVMap"
+TEXTURE_KEY = "image_to_mesh_texture"  # on the images this add-on paints, so a re-bake never touches another
 
 # TripoSR looks from +X with image-right +Y; Blender's Front view looks from -Y with image-right +X.
 # A -90 degree turn about Z maps (x, y, z) to (y, -x, z).
@@ -59,6 +60,7 @@ def set_vertex_colors(mesh: bpy.types.Mesh, colors: np.ndarray):
 def texture_image(name: str, texture: np.ndarray) -> bpy.types.Image:
     """A new image holding texture (H, W, 3) uint8 sRGB, row 0 at the top, packed into the .blend."""
     image = bpy.data.images.new(name, texture.shape[1], texture.shape[0], alpha=False)
+    image[TEXTURE_KEY] = True
     write_texture(image, texture)
     return image
 
@@ -86,22 +88,32 @@ def build_material(name: str, image: bpy.types.Image | None = None) -> bpy.types
     principled.inputs["Roughness"].default_value = 0.8
     color = nodes.new("ShaderNodeVertexColor")
     color.layer_name = COLOR_ATTRIBUTE
-    color.location = (principled.location.x - 300, principled.location.y)
-    source = color
+    color.location = (principled.location.x - 300, principled.location.y - 300)
+    material.node_tree.links.new(color.outputs["Color"], principled.inputs["Base Color"])
     if image is not None:
-        source = nodes.new("ShaderNodeTexImage")
-        source.image = image
-        source.location = color.location
-        color.location = (color.location[0], color.location[1] - 300)
-    material.node_tree.links.new(source.outputs["Color"], principled.inputs["Base Color"])
+        use_texture(material, image)
     return material
 
 
+def use_texture(material: bpy.types.Material, image: bpy.types.Image) -> bool:
+    """Feed the image into the material's Principled BSDF Base Color; False when it has none."""
+    nodes = material.node_tree.nodes if material.node_tree else ()
+    principled = next((node for node in nodes if node.type == "BSDF_PRINCIPLED"), None)
+    if principled is None:
+        return False
+    node = nodes.new("ShaderNodeTexImage")
+    node.image = image
+    node.location = (principled.location.x - 300, principled.location.y)
+    material.node_tree.links.new(node.outputs["Color"], principled.inputs["Base Color"])
+    return True
+
+
 def texture_node(material: bpy.types.Material | None):
-    """The image node that feeds the Base Color, if any."""
+    """The image node holding a texture this add-on painted, if the material has one."""
     if material is None or material.node_tree is None:
         return None
-    return next((node for node in material.node_tree.nodes if node.type == "TEX_IMAGE"), None)
+    return next((node for node in material.node_tree.nodes
+                 if node.type == "TEX_IMAGE" and node.image is not None and node.image.get(TEXTURE_KEY)), None)
 
 
 def add_mesh_object(context, mesh_data, name: str, *, at_cursor: bool = True) -> bpy.types.Object:

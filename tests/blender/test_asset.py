@@ -268,3 +268,20 @@ def test_cli_glb_imports_into_blender_with_uvs_and_texture(ext, tmp_path, checke
     shuffled = np.abs(sample_texture(image_texture(image), uv[::-1]) - truth).mean()
     print(f"\ntexture vs field at the glb's surface: {error:.4f} (shuffled UVs: {shuffled:.4f})")
     assert error < 0.1 and error < shuffled / 4
+
+
+def test_a_vertex_coloured_object_gets_unwrapped_and_baked_later(ext):
+    assert bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), resolution=32, face_limit=3000) == {"FINISHED"}
+    obj = bpy.context.active_object
+    assert len(obj.data.uv_layers) == 0 and len(bpy.data.images) == 0
+    other = bpy.data.images.new("artist's image", 4, 4)
+    obj.data.materials[0].node_tree.nodes.new("ShaderNodeTexImage").image = other  # never painted over
+    assert bpy.ops.image_to_mesh.bake_texture(texture_size=64) == {"FINISHED"}
+    assert [layer.name for layer in obj.data.uv_layers] == ["UVMap"]  # Smart UV Project
+    image = base_color_image(obj)
+    assert image is not other and tuple(image.size) == (64, 64) and image.packed_file is not None
+    assert tuple(other.size) == (4, 4) and "Color" in obj.data.color_attributes
+    texture = image_texture(image)
+    assert bpy.ops.image_to_mesh.bake_texture(texture_size=64) == {"FINISHED"}  # the same image, painted again
+    assert base_color_image(obj) == image and len(bpy.data.images) == 2
+    np.testing.assert_array_equal(image_texture(image), texture)
