@@ -17,7 +17,7 @@ PLATFORMS ?= linux-x64
 PYTHON_VERSIONS ?= 3.11
 TORCH_SOURCE ?=
 
-# What the bpy wheel needs on a bare Debian/Ubuntu machine (see DESIGN.md, Tests).
+# What the bpy wheel needs on a bare Debian/Ubuntu machine (docs/architecture.md, Tests).
 SYSTEM_LIBS := libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libx11-6 libxi6 libxrender1 \
 	libxfixes3 libxext6 libsm6 libice6 libxkbcommon0
 

@@ -1,4 +1,4 @@
-"""Add-on preferences: where the model comes from, which device and Python run it, where downloads go."""
+"""Add-on preferences: where the model comes from, which device and Python run it, where models are cached."""
 
 import os
 from pathlib import Path
@@ -48,9 +48,12 @@ class ImageToMeshPreferences(bpy.types.AddonPreferences):
             layout.label(text=f"Overridden by {MODEL_ENV_VAR}: {override}", icon="INFO")
         layout.prop(self, "device")
         layout.prop(self, "python_path")
-        row = layout.row()
-        row.enabled = False
-        row.label(text=f"Model cache: {model_cache_dir()}")
+        from .core.download import hub_cache_dir
+
+        column = layout.column()
+        column.enabled = False
+        column.label(text=f"Downloads go to: {hub_cache_dir()}")
+        column.label(text=f"Also searched: {model_cache_dir()}")
         if not bpy.app.online_access:
             layout.label(text="Online access is off: only cached models or local folders can be used.", icon="ERROR")
         layout.operator("image_to_mesh.unload_model", icon="UNLINKED")
@@ -75,7 +78,14 @@ def python_executable(preferences) -> str | None:
     return bpy.path.abspath(path) if path else None
 
 
+def model_caches() -> dict:
+    """Where a hub model is looked for and downloaded (ModelSpec's and load_model's arguments): the shared Hugging
+    Face cache, which the command line and other programs use too, and the extension's own folder."""
+    return {"cache_dir": None, "search_dirs": (model_cache_dir(),)}
+
+
 def model_cache_dir() -> str:
+    """The extension's own models folder (searched for a copy; downloads go to the shared Hugging Face cache)."""
     return user_folder("models")
 
 

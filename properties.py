@@ -76,6 +76,7 @@ class ImageToMeshJobStatus(bpy.types.PropertyGroup):
     running: BoolProperty(name="Running")
     stage: StringProperty(name="Stage")
     progress: FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
+    detail: StringProperty(name="Detail", description="What the stage is doing, e.g. a download's speed")
     error: StringProperty(name="Last Error")
     result: StringProperty(name="Last Result")
 

@@ -6,7 +6,7 @@
 Without --model it builds a full-size TripoSR (official dimensions, random weights from a fixed seed) and saves it
 as an official-format checkpoint, so loading is measured too. Each path runs in its own process, so the peak
 memory printed is that path's alone; the smooth field's extraction ratio comes from both paths taking turns in
-one process (this machine's speed drifts too much between processes minutes apart). Two fields are extracted:
+one process (a shared machine's speed can drift too much between processes minutes apart). Two fields are extracted:
 the image's own field (random weights: noise) and a smooth synthetic field (smooth triplanes); random weights
 give a nearly constant density, so each field's raw density is scaled and shifted (the decoder's last layer) to
 a trained model's dynamic range with a surface inside. The fast meshes are compared with the dense ones. With
@@ -164,7 +164,7 @@ def run_path(args) -> dict:
 
 def ratio_runs(extract, repeat: int) -> dict:
     """The smooth field extracted by the dense and the fast path in turn, `repeat` times each, in one process:
-    this machine's speed drifts by tens of percent over minutes, so the two paths' own runs (minutes apart, in
+    a shared machine's speed can drift by tens of percent over minutes, so the two paths' own runs (minutes apart, in
     separate processes) are not comparable enough for a ratio. Each path's fastest run is kept."""
     best = {}
     for _ in range(repeat):

@@ -84,9 +84,11 @@ def _asset_options(args) -> dict:
 
 
 def _load(args):
+    from .download import terminal_progress
     from .weights import load_model
 
-    return load_model(args.model, device=args.device, allow_download=not args.offline)
+    return load_model(args.model, device=args.device, allow_download=not args.offline,
+                      on_download=terminal_progress())
 
 
 def _generate_one(model, image: Path, settings: GenerateSettings, args):

@@ -1,5 +1,6 @@
 """TripoSR in plain PyTorch: image → DINO ViT tokens → triplane transformer → triplanes (scene codes) → NeRF MLP
-field → mesh. Numerically follows the reference (VAST-AI-Research/TripoSR, transformers 4.35); see REFERENCE.md."""
+field → mesh. Numerically follows the reference (VAST-AI-Research/TripoSR, transformers 4.35) stage by stage;
+tests/core/test_model.py compares each stage with the reference's outputs in tests/fixtures/triposr_tiny/."""
 
 import contextlib
 

@@ -1,5 +1,6 @@
 """The image TripoSR sees: square, foreground centred at a given size ratio, on 0.5 gray — as the reference's
-run.py prepares it (REFERENCE.md §6), from whatever picture a user hands us."""
+run.py prepares it (tests/fixtures/triposr_tiny/README.md lists its steps), from whatever picture a user
+hands us."""
 
 import math
 import os

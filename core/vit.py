@@ -71,7 +71,8 @@ class ViT(nn.Module):
         cls, patches = self.position_embeddings[:, :1], self.position_embeddings[:, 1:]
         patches = patches.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
         # transformers 4.35 passes a scale factor of (n + 0.1) / grid, not the target size; PyTorch then maps
-        # output to input coordinates with that factor, which shifts the samples (REFERENCE.md §3.1).
+        # output to input coordinates with that factor, which shifts the samples (on the tiny test model,
+        # interpolating to the target size instead changes the scene codes by up to 1e-2).
         patches = F.interpolate(
             patches.float(),
             scale_factor=((rows + 0.1) / grid, (cols + 0.1) / grid),

@@ -1,9 +1,11 @@
 """Find, verify and load TripoSR weights: a local folder or an HF hub repo (config.yaml + model.ckpt)."""
 
 import hashlib
+import json
 import os
 import pickle
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import torch
 import yaml
 
 from .config import load_config
-from .errors import ModelError
+from .download import download_to_cache
+from .errors import Cancelled, ModelError
 from .model import TripoSR
 
 DEFAULT_SOURCE = "stabilityai/TripoSR"
@@ -31,12 +34,16 @@ def default_source() -> str:
     return os.environ.get(MODEL_ENV_VAR) or DEFAULT_SOURCE
 
 
-def load_model(source=DEFAULT_SOURCE, *, revision=None, device="auto", cache_dir=None, allow_download=True) -> TripoSR:
-    """Build TripoSR from a local folder holding config.yaml + model.ckpt, or from an HF hub repo id (downloaded
-    into the HF cache, or found there). Returns the model in eval mode on `device` ("auto": CUDA, MPS, CPU)."""
+def load_model(source=DEFAULT_SOURCE, *, revision=None, device="auto", cache_dir=None, search_dirs=(),
+               allow_download=True, on_download=None) -> TripoSR:
+    """Build TripoSR from a local folder holding config.yaml + model.ckpt, or from an HF hub repo id (found in
+    cache_dir or one of search_dirs, else downloaded into cache_dir; None = the standard HF cache). Returns the
+    model in eval mode on `device` ("auto": CUDA, MPS, CPU). on_download(core.download.DownloadProgress) follows
+    a download and may raise Cancelled."""
     torch_device = resolve_device(device)
     config_path, checkpoint_path = find_model_files(
-        source, revision=revision, cache_dir=cache_dir, allow_download=allow_download
+        source, revision=revision, cache_dir=cache_dir, search_dirs=search_dirs, allow_download=allow_download,
+        on_download=on_download,
     )
     config = load_config(config_path)
     with torch.device("meta"):
@@ -76,8 +83,9 @@ def resolve_device(device="auto") -> torch.device:
     return torch_device
 
 
-def find_model_files(source, *, revision=None, cache_dir=None, allow_download=True) -> tuple[Path, Path]:
-    """(config.yaml, model.ckpt) paths for a local folder or an HF repo id."""
+def find_model_files(source, *, revision=None, cache_dir=None, search_dirs=(), allow_download=True,
+                     on_download=None) -> tuple[Path, Path]:
+    """(config.yaml, model.ckpt) paths for a local folder or an HF repo id (see load_model)."""
     source = str(source)
     folder = Path(source).expanduser()
     if folder.is_dir():
@@ -95,11 +103,16 @@ def find_model_files(source, *, revision=None, cache_dir=None, allow_download=Tr
             f"or a Hugging Face repo id such as {DEFAULT_SOURCE}."
         )
     revision = revision or PINNED_REVISIONS.get(source, "main")
-    config_path = _hub_file(source, CONFIG_NAME, revision, cache_dir, allow_download)
+    caches = [cache_dir, *search_dirs]
+
+    def hub_file(filename):
+        return _hub_file(source, filename, revision, caches, allow_download, on_download)
+
+    config_path = hub_file(CONFIG_NAME)
     vit_config = _vit_config_file_name(config_path)
     if vit_config is not None:  # a ViT config .json beside config.yaml (the official file names a built-in ViT)
-        _hub_file(source, vit_config, revision, cache_dir, allow_download)
-    return config_path, _hub_file(source, CHECKPOINT_NAME, revision, cache_dir, allow_download)
+        hub_file(vit_config)
+    return config_path, hub_file(CHECKPOINT_NAME)
 
 
 def _vit_config_file_name(config_path: Path) -> str | None:
@@ -111,11 +124,11 @@ def _vit_config_file_name(config_path: Path) -> str | None:
     return name if isinstance(name, str) and name.endswith(".json") and "/" not in name else None
 
 
-def _hub_file(repo_id: str, filename: str, revision: str, cache_dir, allow_download: bool) -> Path:
-    """Download (or find in the cache) one file and check its integrity; a corrupt cached copy is deleted and
-    fetched again once."""
+def _hub_file(repo_id: str, filename: str, revision: str, caches: list, allow_download: bool, on_download) -> Path:
+    """Find one file in the caches (the first one, caches[0], receives downloads) or download it, and check its
+    integrity; a corrupt cached copy is deleted and fetched again once."""
     for attempt in range(2):
-        path = _hf_download(repo_id, filename, revision, cache_dir, allow_download)
+        path = _hf_download(repo_id, filename, revision, caches, allow_download, on_download)
         problem = _integrity_problem(path, KNOWN_SHA256.get((repo_id, revision, filename)))
         if problem is None:
             return path
@@ -131,23 +144,27 @@ def _hub_file(repo_id: str, filename: str, revision: str, cache_dir, allow_downl
     )
 
 
-def _hf_download(repo_id, filename, revision, cache_dir, allow_download) -> Path:
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+def _hf_download(repo_id, filename, revision, caches, allow_download, on_download) -> Path:
+    import httpx2
+    from huggingface_hub import try_to_load_from_cache
     from huggingface_hub import errors as hub_errors
 
-    # The cache first, read without the hub client's HTTP layer: hf_hub_download contacts the hub even for a
+    # The caches first, read without the hub client's HTTP layer: hf_hub_download contacts the hub even for a
     # cached file (to resolve the revision, and to fetch its user-agent registry even with local_files_only).
-    try:
-        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
-    except (OSError, ValueError) as error:
-        raise ModelError(f"Could not read the cached {filename} of {repo_id}: {error}") from None
-    if isinstance(cached, str) and os.path.isfile(cached):
-        return Path(cached)
+    for cache_dir in caches:
+        try:
+            cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        except (OSError, ValueError) as error:
+            raise ModelError(f"Could not read the cached {filename} of {repo_id}: {error}") from None
+        if isinstance(cached, str) and os.path.isfile(cached):
+            return Path(cached)
     if not allow_download:
         raise ModelError(_offline_message(repo_id, allow_download, f"{filename} is not cached"))
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
-    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as error:
+        return download_to_cache(repo_id, filename, revision, caches[0], on_progress=on_download)
+    except (Cancelled, ModelError):
+        raise
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled, httpx2.ConnectError) as error:
         raise ModelError(_offline_message(repo_id, allow_download, error)) from None
     except hub_errors.RepositoryNotFoundError:
         raise ModelError(f"The Hugging Face repository {repo_id} does not exist or is private.") from None
@@ -181,18 +198,51 @@ def _offline_message(repo_id, allow_download, error) -> str:
 
 def _integrity_problem(path: Path, expected_sha256: str | None) -> str | None:
     """Check a hub file against the known hash, or against its content-addressed blob name in the HF cache
-    (sha256 for large LFS files, git's blob sha1 for small ones)."""
-    blob_name = Path(os.path.realpath(path)).name
-    if expected_sha256 is None and re.fullmatch(r"[0-9a-f]{64}", blob_name):
-        expected_sha256 = blob_name
+    (sha256 for large LFS files, git's blob sha1 for small ones). A file that passed once is not read again
+    while its size, modification time and inode stay the same (hashing 1.7 GB takes seconds)."""
+    blob = Path(os.path.realpath(path))
+    if expected_sha256 is None and re.fullmatch(r"[0-9a-f]{64}", blob.name):
+        expected_sha256 = blob.name
     if expected_sha256 is not None:
-        actual = _file_digest(path, hashlib.sha256())
-        return None if actual == expected_sha256 else f"sha256 {actual}, expected {expected_sha256}"
-    if re.fullmatch(r"[0-9a-f]{40}", blob_name):
-        git = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-        actual = _file_digest(path, git)
-        return None if actual == blob_name else f"git blob sha1 {actual}, expected {blob_name}"
+        kind, expected, digest = "sha256", expected_sha256, hashlib.sha256()
+    elif re.fullmatch(r"[0-9a-f]{40}", blob.name):
+        kind, expected, digest = "git blob sha1", blob.name, hashlib.sha1(f"blob {blob.stat().st_size}\0".encode())
+    else:
+        return None
+    if _verdict(blob, expected) == _file_identity(blob):
+        return None
+    actual = _file_digest(blob, digest)
+    if actual != expected:
+        return f"{kind} {actual}, expected {expected}"
+    _remember_verdict(blob, expected)
     return None
+
+
+def _verdict_path(blob: Path) -> Path:
+    return blob.with_name(blob.name + ".verified.json")
+
+
+def _file_identity(blob: Path) -> dict:
+    stat = blob.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
+
+
+def _verdict(blob: Path, digest: str) -> dict | None:
+    """The identity the file had when it last matched `digest`, if that was recorded."""
+    try:
+        record = json.loads(_verdict_path(blob).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record.get("identity") if isinstance(record, dict) and record.get("digest") == digest else None
+
+
+def _remember_verdict(blob: Path, digest: str):
+    record, temporary = _verdict_path(blob), blob.with_name(f"{blob.name}.verified.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps({"digest": digest, "identity": _file_identity(blob)}), encoding="utf-8")
+        os.replace(temporary, record)
+    except OSError:  # a read-only cache: the file is hashed again next time
+        temporary.unlink(missing_ok=True)
 
 
 def _file_digest(path: Path, digest) -> str:
@@ -204,7 +254,7 @@ def _file_digest(path: Path, digest) -> str:
 
 def _delete_cached(path: Path):
     blob = Path(os.path.realpath(path))
-    for item in {path, blob}:
+    for item in {path, blob, _verdict_path(blob)}:
         try:
             item.unlink()
         except FileNotFoundError:
@@ -214,13 +264,16 @@ def _delete_cached(path: Path):
 
 
 def read_checkpoint(path) -> dict:
-    """torch.load the state dict memory-mapped and with weights_only (a pickle that would run code is refused)."""
+    """torch.load the state dict with weights_only (a pickle that would run code is refused), memory-mapped
+    except on Windows: there a mapped file cannot be replaced or deleted while the worker runs, which would lock
+    the shared Hugging Face cache for every other program; the weights are then read into private memory once
+    (the same size, but not backed by the file)."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=sys.platform != "win32")
             except RuntimeError as error:
                 if "mmap can only be used" not in str(error):
                     raise

@@ -1,6 +1,6 @@
 """The client that runs core in a separate Python process keeping the model loaded between jobs (worker_process).
 
-Why a process (see DESIGN.md): inference in a thread stalls Blender's UI, a crash or out-of-memory in a child
+Why a process (docs/architecture.md): inference in a thread stalls Blender's UI, a crash or out-of-memory in a child
 cannot take Blender down, a child can be ended at any moment, and it can be another interpreter (an
 environment with CUDA PyTorch). The child is `<python> -m core.worker_process`, started with a plain subprocess
 and spoken to over its stdin/stdout with worker_protocol's messages (JSON + raw numpy arrays, never pickle).
@@ -15,19 +15,21 @@ Client API (the Blender operator's; the client never imports torch):
         extra_paths  more import paths for the worker, after the add-on's folder.
         timeouts     Timeouts(loading=1200, silence=300, grace=5) in seconds: the longest silence allowed
                      while the worker starts and loads the model / while a job runs; how long a cancelled or
-                     closing worker may take to stop before it is killed.
+                     closing worker may take to stop before it is killed. A download reports every chunk, so
+                     it is never silent while bytes arrive, however long it takes.
     client.start()                        start the process now (optional: jobs start it on demand)
     client.submit(image, settings, model) start a job, return at once
         image        numpy array (H, W) or (H, W, C) of pixels (uint8, uint16, float...) or a file path; an array
                      is sent from a background thread: leave it unchanged until the job ends
         settings     core.pipeline.GenerateSettings (or a dict of its fields)
-        model        ModelSpec(source, revision, device, cache_dir, allow_download); a job with another spec
+        model        ModelSpec(source, revision, device, cache_dir, search_dirs, allow_download); another spec
                      than the loaded model's reloads it
         Raises WorkerError when a job is already running or the process cannot start, InputError for an image
         that is neither an array nor a path.
     client.poll() -> list of events       non-blocking, for a modal operator's timer. A job ends with exactly
                                           one Result or Failure.
-        Progress(stage, fraction)  stage: "Loading model", "Preparing image", "Encoding image", "Extracting mesh",
+        Progress(stage, fraction, detail)  stage: "Loading model", "Downloading model" (detail: the file, bytes,
+                                   speed and time left), "Preparing image", "Encoding image", "Extracting mesh",
                                    "Finishing mesh", "Baking texture"; "Painting colours" (submit_colors)
         Result(mesh, scene_code)   core.mesh.Mesh and the field it came from, float32 (3, C, H, W)
         Failure(error)             an InputError, ModelError, WorkerError or Cancelled: show str(error)
@@ -69,7 +71,7 @@ import numpy as np
 
 from .errors import Cancelled, ImageToMeshError, InputError, ModelError, WorkerError
 from .mesh import Mesh
-from .worker_process import LOG_PREFIX
+from .worker_process import LOADING_STAGES, LOG_PREFIX
 from .worker_protocol import DTYPES, read_message, write_message
 
 log = logging.getLogger(__name__)
@@ -86,7 +88,8 @@ class ModelSpec:
     source: str = "stabilityai/TripoSR"  # HF repo id or a local folder with config.yaml + model.ckpt
     revision: str | None = None
     device: str = "auto"
-    cache_dir: str | None = None
+    cache_dir: str | None = None  # where a download goes; None = the standard Hugging Face cache
+    search_dirs: tuple = ()  # more caches that may hold a copy already
     allow_download: bool = True
 
     def to_message(self) -> dict:
@@ -94,7 +97,8 @@ class ModelSpec:
         source = os.fspath(self.source)
         cache_dir = None if self.cache_dir is None else os.path.abspath(os.fspath(self.cache_dir))
         return dataclasses.asdict(dataclasses.replace(
-            self, source=os.path.abspath(source) if os.path.isdir(source) else source, cache_dir=cache_dir))
+            self, source=os.path.abspath(source) if os.path.isdir(source) else source, cache_dir=cache_dir,
+            search_dirs=[os.path.abspath(os.fspath(path)) for path in self.search_dirs]))
 
 
 @dataclass
@@ -108,6 +112,7 @@ class Timeouts:
 class Progress:
     stage: str
     fraction: float
+    detail: str = ""
 
 
 @dataclass
@@ -358,7 +363,9 @@ class WorkerClient:
                 return None
             if header["type"] == "progress":
                 self._stage = header["stage"]
-                return None if self._cancel_deadline is not None else Progress(header["stage"], header["fraction"])
+                if self._cancel_deadline is not None:
+                    return None
+                return Progress(header["stage"], header["fraction"], header.get("detail", ""))
             self._busy = False
             if self._cancel_deadline is not None:
                 return Failure(Cancelled("Cancelled."))
@@ -398,7 +405,7 @@ class WorkerClient:
             self._discard(kill=True)
             log.info("the worker did not stop within %.0f s of a cancel and was ended", self.timeouts.grace)
             return Failure(Cancelled("Cancelled."))
-        loading = self._stage in (None, "Loading model")
+        loading = self._stage in (None, *LOADING_STAGES)
         limit = self.timeouts.loading if loading else self.timeouts.silence
         if now - self._last_heard <= limit:
             return None

@@ -19,6 +19,7 @@ from .errors import Cancelled, ImageToMeshError, ModelError, WorkerError
 from .worker_protocol import read_message, write_message
 
 LOG_PREFIX = "[image-to-mesh worker "
+LOADING_STAGES = ("Loading model", "Downloading model")
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one stage
 ORPHAN_EXIT_DELAY = 5.0  # seconds a worker whose parent is gone waits for its job to stop before it exits
 
@@ -94,14 +95,14 @@ class _Server:
     def _progress_callback(self, job: int):
         last = {"stage": None, "time": 0.0}
 
-        def progress(stage: str, fraction: float):
+        def progress(stage: str, fraction: float, detail: str = ""):
             if self.cancelled_job == job or self.parent_gone.is_set():
                 raise Cancelled("Cancelled.")
             now = time.monotonic()
             if stage != last["stage"] or fraction >= 1.0 or now - last["time"] >= PROGRESS_INTERVAL:
                 last.update(stage=stage, time=now)
                 write_message(self.output, {"type": "progress", "job": job, "stage": stage,
-                                            "fraction": float(fraction)})
+                                            "fraction": float(fraction), "detail": detail})
         return progress
 
     def _load(self, spec: dict, progress):
@@ -110,18 +111,22 @@ class _Server:
             return self.model
         self.model = self.model_spec = None
         gc.collect()
-        progress("Loading model", 0.0)
+        loading, downloading = LOADING_STAGES
+        progress(loading, 0.0)
         from .weights import load_model
         import torch
 
+        def on_download(status):  # every chunk: a cancel is seen at once, and the client hears the download advance
+            progress(downloading, status.fraction, f"{status.filename}: {status.text()}")
+
         try:
-            self.model = load_model(**spec)
+            self.model = load_model(**spec, on_download=on_download)
         except torch.OutOfMemoryError:
             raise ModelError("The GPU does not have enough free memory for the model. Close other programs "
                              "that use the GPU, or choose the CPU device.") from None
         self.model_spec = spec
         _log(f"loaded {spec['source']} on {self.model.device}")
-        progress("Loading model", 1.0)
+        progress(loading, 1.0)
         return self.model
 
     def _run_pipeline(self, model, image, settings: dict, progress):

@@ -10,7 +10,7 @@ from .. import worker_session
 from ..core.asset import TEXTURE_SIZE_LIMITS
 from ..core.errors import ImageToMeshError, InputError
 from ..core.worker import ModelSpec
-from ..preferences import get_preferences, model_cache_dir, model_source, python_executable
+from ..preferences import get_preferences, model_caches, model_source, python_executable
 from ..properties import TEXTURE_SIZE
 from . import fields
 from .scene_object import (UV_MAP, build_material, set_vertex_colors, texture_image, texture_node,
@@ -18,8 +18,9 @@ from .scene_object import (UV_MAP, build_material, set_vertex_colors, texture_im
 
 
 def model_spec(context) -> ModelSpec:
+    """The model the preferences choose, as the worker loads it."""
     preferences = get_preferences(context)
-    return ModelSpec(source=model_source(preferences), device=preferences.device, cache_dir=model_cache_dir(),
+    return ModelSpec(source=model_source(preferences), device=preferences.device, **model_caches(),
                      allow_download=bpy.app.online_access)
 
 

@@ -14,10 +14,10 @@ from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 from .. import worker_session
 from ..core.errors import Cancelled, ImageToMeshError, InputError, ModelError
 from ..core.worker import Failure, ModelSpec, Progress, Result
-from ..preferences import get_preferences, model_cache_dir, model_source, python_executable
+from ..preferences import get_preferences, python_executable
 from ..properties import FACE_LIMIT, RESOLUTION, TEXTURE_SIZE, THRESHOLD_DEFAULT, job_status, scene_settings
 from . import fields
-from .bake import bake_onto, remesh_to_quads
+from .bake import bake_onto, model_spec, remesh_to_quads
 from .image_source import checked_file, file_pixels_via_blender, image_pixels, object_name_for
 from .scene_object import add_mesh_object, remove_object
 
@@ -53,6 +53,7 @@ class GenerateJob:
         self.python = python
         self.stage = "Starting"
         self.progress = 0.0
+        self.detail = ""  # e.g. a download's bytes, speed and time left
         self.mesh = None
         self.scene_code = None
         self.warning = ""  # something the user should know about a result that was added all the same
@@ -124,7 +125,7 @@ class GenerateJob:
 
     def _handle(self, event):
         if isinstance(event, Progress):
-            self.stage, self.progress = event.stage, float(event.fraction)
+            self.stage, self.progress, self.detail = event.stage, float(event.fraction), event.detail
         elif isinstance(event, Result):
             self.mesh, self.scene_code = event.mesh, event.scene_code
         elif isinstance(event, Failure):
@@ -166,14 +167,8 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
         raise InputError("No image chosen: pick or open an image in the Image to Mesh panel, or pass image= or "
                          "filepath= to bpy.ops.image_to_mesh.generate.")
 
-    preferences = get_preferences(context)
-    model = ModelSpec(
-        source=model_source(preferences),
-        device=preferences.device,
-        cache_dir=model_cache_dir(),
-        allow_download=bpy.app.online_access,
-    )
-    return GenerateRequest(source, name, dict(options, **worker_output(output)), model, at_cursor, output)
+    return GenerateRequest(source, name, dict(options, **worker_output(output)), model_spec(context), at_cursor,
+                           output)
 
 
 def worker_output(output: dict) -> dict:
@@ -212,12 +207,13 @@ def show_status(context, job: GenerateJob | None, *, error: str = "", result: st
     status.running = job is not None and not job.done
     status.stage = job.stage if job is not None else ""
     status.progress = job.progress if job is not None else 0.0
+    status.detail = job.detail if status.running else ""
     status.error = error
     status.result = result
     workspace = context.workspace
     if workspace is not None:
-        text = f"Image to Mesh: {job.stage} {job.progress:.0%}  (Esc to cancel)" if status.running else None
-        workspace.status_text_set(text)
+        text = f"Image to Mesh: {status.stage} {status.progress:.0%} {status.detail}  (Esc to cancel)"
+        workspace.status_text_set(text if status.running else None)
     for window in context.window_manager.windows:
         for area in window.screen.areas:
             if area.type == "VIEW_3D":

@@ -36,6 +36,8 @@ class VIEW3D_PT_image_to_mesh(_SidebarPanel, bpy.types.Panel):
 
         if status.running:
             layout.progress(factor=status.progress, type="BAR", text=f"{status.stage} {status.progress:.0%}")
+            if status.detail:
+                layout.label(text=status.detail)
             layout.operator("image_to_mesh.cancel", text="Cancel", icon="CANCEL")
             return
 

@@ -1,10 +1,11 @@
 """The demo behind `make demo`: the extension, headless in Blender's bpy module, turns an example image into a
-coloured mesh, then saves out/<name>.blend, renders out/<name>.png with Cycles and exports out/<name>.glb.
+coloured mesh, then saves out/<name>.blend (with a camera, a light and a world, so F12 renders it), renders
+out/<name>.png with Cycles and exports out/<name>.glb.
 
     python scripts/demo.py [--image examples/mushroom.png] [--model FOLDER] [--resolution 256]
 
 Without --model (or IMAGE_TO_MESH_MODEL) it uses the official stabilityai/TripoSR weights, downloaded once
-(about 1.7 GB) into the extension's model cache. --offline never downloads.
+(about 1.7 GB) into the Hugging Face cache that the add-on and the command line share. --offline never downloads.
 """
 
 import argparse
@@ -93,10 +94,12 @@ def run(args, timings) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"blend": out_dir / f"{name}.blend", "render": out_dir / f"{name}.png", "glTF": out_dir / f"{name}.glb"}
 
-    with timings.stage("Save .blend"):
+    with timings.stage("Add a camera, a light and a world; save .blend"):
+        set_up_scene(bpy, obj, args.render_size, args.samples)
         bpy.ops.wm.save_as_mainfile(filepath=str(paths["blend"]), copy=True)
     with timings.stage(f"Render with Cycles ({args.render_size}px, {args.samples} samples)"):
-        render(bpy, obj, paths["render"], args.render_size, args.samples)
+        bpy.context.scene.render.filepath = str(paths["render"])
+        bpy.ops.render.render(write_still=True)
     with timings.stage("Export .glb"):
         bpy.ops.object.select_all(action="DESELECT")
         obj.select_set(True)
@@ -116,11 +119,12 @@ def fetch_weights(source: str, module_name: str, allow_download: bool):
     core_weights = importlib.import_module(f"{module_name}.core.weights")
     errors = importlib.import_module(f"{module_name}.core.errors")
     preferences = importlib.import_module(f"{module_name}.preferences")
+    download = importlib.import_module(f"{module_name}.core.download")
     if allow_download:
-        print(f"Getting {source} (about 1.7 GB on first use; cached in {preferences.model_cache_dir()}) ...",
-              flush=True)
+        print(f"Getting {source} (about 1.7 GB on first use; cached in {download.hub_cache_dir()}) ...", flush=True)
     try:
-        core_weights.find_model_files(source, cache_dir=preferences.model_cache_dir(), allow_download=allow_download)
+        core_weights.find_model_files(source, **preferences.model_caches(), allow_download=allow_download,
+                                      on_download=download.terminal_progress())
     except errors.ModelError as error:
         raise DemoError(
             f"make demo could not get the model weights. {error} For the demo, give the folder with "
@@ -133,8 +137,9 @@ def operator_message(error: RuntimeError) -> str:
     return str(error).strip().removeprefix("Error:").strip()
 
 
-def render(bpy, obj, path: Path, size: int, samples: int):
-    """A small Cycles render from the front-right, the camera framing the object's bounding sphere."""
+def set_up_scene(bpy, obj, size: int, samples: int):
+    """A camera framing the object's bounding sphere from the front (a little right and above), a sun, a dark world
+    and Cycles on the CPU: the saved .blend renders with F12 as the demo's picture shows."""
     from mathutils import Vector
 
     scene = bpy.context.scene
@@ -169,8 +174,6 @@ def render(bpy, obj, path: Path, size: int, samples: int):
     scene.render.resolution_x = scene.render.resolution_y = size
     scene.render.resolution_percentage = 100
     scene.render.image_settings.file_format = "PNG"
-    scene.render.filepath = str(path)
-    bpy.ops.render.render(write_still=True)
 
 
 class Timings:

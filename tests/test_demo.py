@@ -18,7 +18,9 @@ DEMO = REPO_ROOT / "scripts" / "demo.py"
 
 def demo_env(tmp_path: Path, **extra) -> dict:
     env = {key: value for key, value in os.environ.items() if key != "IMAGE_TO_MESH_MODEL"}
-    env.update(BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"), **extra)
+    # A scratch Blender profile and Hugging Face cache: never the user's own copies of the weights.
+    env.update(BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"), HF_HUB_CACHE=str(tmp_path / "huggingface"),
+               **extra)
     return env
 
 
@@ -43,35 +45,70 @@ def test_demo_prints_its_outputs_and_stage_times(demo_run):
         assert any(line.startswith(stage) and line.rstrip().endswith(" s") for line in stdout.splitlines()), stage
 
 
-def test_demo_blend_opens_with_the_generated_mesh(demo_run, tmp_path):
+REOPEN_AND_RENDER = """
+import bpy, json, sys
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+scene = bpy.context.scene
+meshes = [o for o in bpy.data.objects if o.type == 'MESH']
+report = {
+    'meshes': [{'name': o.name, 'vertices': len(o.data.vertices), 'faces': len(o.data.polygons),
+                'attributes': [a.name for a in o.data.color_attributes]} for o in meshes],
+    'camera': scene.camera.name if scene.camera else None,
+    'lights': [o.name for o in scene.objects if o.type == 'LIGHT'],
+    'world': scene.world.name if scene.world else None,
+    'engine': scene.render.engine,
+}
+scene.render.filepath = sys.argv[2]
+bpy.ops.render.render(write_still=True)  # what F12 does, written to a file
+print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def reopened(demo_run, tmp_path_factory):
+    """The saved .blend opened in a fresh Blender and rendered as it was saved."""
     out_dir, _ = demo_run
-    probe = (
-        "import bpy, json, sys\n"
-        "bpy.ops.wm.open_mainfile(filepath=sys.argv[1])\n"
-        "meshes = [o for o in bpy.data.objects if o.type == 'MESH']\n"
-        "print(json.dumps([{'name': o.name, 'vertices': len(o.data.vertices), 'faces': len(o.data.polygons),"
-        " 'attributes': [a.name for a in o.data.color_attributes]} for o in meshes]))\n"
-    )
+    tmp_path = tmp_path_factory.mktemp("reopened")
+    render_path = tmp_path / "f12.png"
     completed = subprocess.run(
-        [sys.executable, "-c", probe, str(out_dir / "robot.blend")],
+        [sys.executable, "-c", REOPEN_AND_RENDER, str(out_dir / "robot.blend"), str(render_path)],
         env=demo_env(tmp_path), capture_output=True, text=True, timeout=300,
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    (mesh,) = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert mesh["name"].startswith("robot")
-    assert mesh["vertices"] > 100 and mesh["faces"] > 100
-    assert mesh["attributes"], "the mesh keeps its vertex colours"
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1]), render_path
 
 
-def test_demo_render_shows_the_object(demo_run):
-    out_dir, _ = demo_run
-    pixels = np.asarray(Image.open(out_dir / "robot.png").convert("RGB"), dtype=np.int16)
-    assert pixels.shape == (120, 120, 3)
+def shows_an_object(png: Path, size: int):
+    """Asserts the picture is size×size and shows something other than the background, framed inside it."""
+    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
+    assert pixels.shape == (size, size, 3)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     background = np.median(border, axis=0)
     differs = np.abs(pixels - background).max(axis=2) > 12  # beyond sampling noise
     assert differs.mean() > 0.05, "the render must show the object, not only the background"
     assert differs[[0, -1]].mean() < 0.02, "the object is framed inside the picture"
+
+
+def test_demo_blend_opens_with_the_generated_mesh(reopened):
+    report, _ = reopened
+    (mesh,) = report["meshes"]
+    assert mesh["name"].startswith("robot")
+    assert mesh["vertices"] > 100 and mesh["faces"] > 100
+    assert mesh["attributes"], "the mesh keeps its vertex colours"
+
+
+def test_demo_blend_renders_with_f12(reopened):
+    report, render_path = reopened
+    assert report["camera"] == "Demo camera"
+    assert report["lights"] == ["Demo sun"]
+    assert report["world"] is not None
+    assert report["engine"] == "CYCLES"
+    shows_an_object(render_path, 120)
+
+
+def test_demo_render_shows_the_object(demo_run):
+    out_dir, _ = demo_run
+    shows_an_object(out_dir / "robot.png", 120)
 
 
 def test_demo_glb_is_valid_gltf_with_a_coloured_mesh(demo_run):

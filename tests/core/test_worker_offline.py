@@ -2,8 +2,6 @@
 huggingface_hub cache loads through the worker without one connection to the hub, even with downloads allowed."""
 
 import shutil
-import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -11,33 +9,10 @@ import pytest
 from core.errors import ModelError
 from core.pipeline import GenerateSettings
 from core.worker import ModelSpec, WorkerClient
-from tests.hub import add_to_hub_cache, tiny_hub_files
+from tests.hub import CountingServer, add_to_hub_cache, tiny_hub_files
 
 REPO_ID = "tester/tiny-triposr"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-class CountingServer:
-    """A loopback port that accepts and counts every connection (a closed port would hide a contact: the hub
-    client falls back to its cache silently)."""
-
-    def __init__(self):
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            connection.close()
-
-    def close(self):
-        self.socket.close()
 
 
 @pytest.fixture
