@@ -221,7 +221,7 @@ def test_a_small_separate_blob_is_removed(ext, tmp_path, monkeypatch):
     for remove in (False, True):
         assert bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), resolution=128,
                                               remove_floaters=remove) == {"FINISHED"}
-        vertices = ext.scene_object.to_triposr_frame(mesh_arrays(ext, bpy.context.active_object.data)[0])
+        vertices = ext.scene_object.to_triposr_frame(ext.bake.local_vertices(bpy.context.active_object.data))
         near_blob[remove] = int((np.abs(vertices - shape.BLOB_CENTRE).max(axis=1) < 0.15).sum())
     assert near_blob[False] > 20 and near_blob[True] == 0
 
