@@ -2,8 +2,10 @@
 #   make demo      set up .venv, then image -> mesh in headless Blender: out/<name>.blend/.png/.glb
 #   make test      set up .venv, then the whole test suite
 #   make package   the installable extension zip(s) in dist/
+#   make blender-matrix   install each Linux zip into each Blender line's bpy and generate (scripts/blender_matrix.py)
 # Variables: MODEL=folder (demo: a local model), IMAGE=file (demo input),
-#   PLATFORMS="linux-x64 windows-x64 macos-arm64", PYTHON_VERSIONS="3.11 3.13" (package),
+#   PLATFORMS="linux-x64 windows-x64 macos-arm64", BLENDER_LINES="4.2 4.5-5.0 5.2" (package),
+#   PYTHON313=python3.13, MATRIX_DIR=folder (blender-matrix: Python 3.13 for Blender 5.2, where its environments live),
 #   TORCH_SOURCE=folder-or-index-url (package: where the CPU torch wheels come from),
 #   PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" (venv: e.g. the small CPU torch).
 
@@ -14,14 +16,16 @@ STAMP := $(VENV)/.installed-requirements
 PIP_ARGS ?=
 
 PLATFORMS ?= linux-x64
-PYTHON_VERSIONS ?= 3.11
+BLENDER_LINES ?= 4.2 4.5-5.0 5.2
 TORCH_SOURCE ?=
+PYTHON313 ?= python3.13
+MATRIX_DIR ?= $(HOME)/.cache/image_to_mesh/blender-matrix
 
 # What the bpy wheel needs on a bare Debian/Ubuntu machine (docs/architecture.md, Tests).
 SYSTEM_LIBS := libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libx11-6 libxi6 libxrender1 \
 	libxfixes3 libxext6 libsm6 libice6 libxkbcommon0
 
-.PHONY: test demo package venv system-libs examples clean
+.PHONY: test demo package blender-matrix venv system-libs examples clean
 
 test: system-libs venv
 	$(PY) -m pytest -q
@@ -30,7 +34,11 @@ demo: system-libs venv
 	$(PY) scripts/demo.py $(if $(IMAGE),--image "$(IMAGE)") $(if $(MODEL),--model "$(MODEL)")
 
 package: venv
-	$(PY) scripts/package.py --platforms $(PLATFORMS) --python-versions $(PYTHON_VERSIONS) \
+	$(PY) scripts/package.py --platforms $(PLATFORMS) --blender-lines $(BLENDER_LINES) \
+		$(if $(TORCH_SOURCE),--torch-source "$(TORCH_SOURCE)")
+
+blender-matrix: system-libs venv
+	$(PY) scripts/blender_matrix.py --work-dir "$(MATRIX_DIR)" --python3.11 "$(PYTHON)" --python3.13 "$(PYTHON313)" \
 		$(if $(TORCH_SOURCE),--torch-source "$(TORCH_SOURCE)")
 
 examples: system-libs venv

@@ -1,11 +1,11 @@
 """Build the installable extension zip(s) with Blender's own extension tool.
 
-For each platform and Python version: download the runtime wheels (requirements/extension.txt and what
-they need, never numpy, which Blender ships), stage the extension's files without the development ones,
-write a build copy of blender_manifest.toml listing the wheels, then build and validate with
-blender_ext.py from the bpy wheel. The zips land in dist/.
+For each platform and Blender line (BLENDER_LINES): download the runtime wheels (requirements/extension.txt and
+what they need, resolved against the NumPy that Blender line ships, which is never bundled), stage the extension's
+files without the development ones, write a build copy of blender_manifest.toml listing the wheels and that line's
+Blender versions, then build and validate with blender_ext.py from the bpy wheel. The zips land in dist/.
 
-    python scripts/package.py --platforms linux-x64 windows-x64 macos-arm64 --python-versions 3.11 3.13
+    python scripts/package.py --platforms linux-x64 windows-x64 macos-arm64 --blender-lines 4.2 4.5-5.0 5.2
 
 The CPU torch wheel for Linux is not on PyPI (PyPI's Linux torch is the CUDA build, gigabytes): by default
 pip's own configuration is tried first (a find-links folder or mirror that holds torch==X+cpu), then
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +39,27 @@ PIP_PLATFORMS = {
     "windows-x64": ["win_amd64"],
     "macos-arm64": ["macosx_14_0_arm64"],  # pip widens a macOS tag to every older release
 }
-# Blender's bundled Python by release: 4.2-5.0 have 3.11, 5.1 and later 3.13.
-BLENDER_RANGE_FOR_PYTHON = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("5.1.0", None)}
+
+
+@dataclass(frozen=True)
+class BlenderLine:
+    """Blender releases one zip serves: their Python, the manifest's version range (max exclusive: exactly the
+    releases scripts/blender_matrix.py tests), and the pins that differ from requirements/constraints.txt so the
+    bundled packages work with the NumPy those releases ship (the numpy pin itself is never bundled)."""
+    python: str
+    version_min: str
+    version_max: str
+    pins: dict = field(default_factory=dict)
+
+
+BLENDER_LINES = {
+    # Blender 4.2 LTS ships NumPy 1.24.3; SciPy 1.16 and later need NumPy >= 1.25.2.
+    "4.2": BlenderLine("3.11", "4.2.0", "4.3.0", {"numpy": "1.24.3", "scipy": "1.15.3"}),
+    # Blender 4.5 LTS and 5.0 ship NumPy 1.26.4: the versions the tests run with.
+    "4.5-5.0": BlenderLine("3.11", "4.5.0", "5.1.0"),
+    # Blender 5.2 LTS ships Python 3.13 and NumPy 2.3.4.
+    "5.2": BlenderLine("3.13", "5.2.0", "5.3.0", {"numpy": "2.3.4"}),
+}
 
 # Left out of the zip: development files, and what the build itself writes.
 DEV_PATHS = {
@@ -52,37 +72,51 @@ DEV_PATHS = {
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--platforms", nargs="+", default=["linux-x64"], choices=sorted(PIP_PLATFORMS))
-    parser.add_argument("--python-versions", nargs="+", default=["3.11"], choices=sorted(BLENDER_RANGE_FOR_PYTHON))
+    parser.add_argument("--blender-lines", nargs="+", default=list(BLENDER_LINES), choices=list(BLENDER_LINES))
+    parser.add_argument("--without-torch", action="store_true",
+                        help="leave torch out (a test build: the add-on then needs an External Python with torch)")
     parser.add_argument("--torch-source", default=os.environ.get("TORCH_SOURCE") or None,
                         help="folder of wheels or package index URL for the CPU torch wheel")
     parser.add_argument("--wheel-cache", type=Path, default=REPO_ROOT / ".whl", help="downloaded wheels are kept here")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "dist")
     args = parser.parse_args(argv)
 
-    try:
-        zips = [
-            build(platform, python_version, args)
-            for python_version in args.python_versions
-            for platform in args.platforms
-        ]
-    except BuildError as error:
-        print(f"make package: {error}", file=sys.stderr)
-        return 1
+    zips, failed = [], []
+    for line in args.blender_lines:
+        for platform in args.platforms:
+            try:
+                zips.append(build(platform, line, args))
+            except BuildError as error:
+                failed.append((f"{platform}, Blender {line}", error))
     for path in zips:
         print(f"built {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}"
               f" ({path.stat().st_size / 1e6:.0f} MB)")
-    return 0
+    for what, error in failed:
+        print(f"make package: not built: {what}: {error}", file=sys.stderr)
+    if failed and all(isinstance(error, TorchUnavailable) for _, error in failed):
+        return EXIT_TORCH_UNAVAILABLE
+    return 1 if failed else 0
 
 
 class BuildError(Exception):
     pass
 
 
-def build(platform: str, python_version: str, args) -> Path:
-    tag = f"{platform}-py{python_version.replace('.', '')}"
+class TorchUnavailable(BuildError):
+    """The CPU torch wheel for that platform and Python could not be had from any source tried."""
+
+
+# make package's exit status when every zip it could not build lacked only its torch wheel.
+EXIT_TORCH_UNAVAILABLE = 3
+
+
+def build(platform: str, line: str, args) -> Path:
+    blender = BLENDER_LINES[line]
+    tag = f"{platform}-blender{line}{'-without-torch' if args.without_torch else ''}"
     print(f"--- {tag}: downloading wheels", flush=True)
     wheel_dir = args.wheel_cache / tag
-    wheels = download_wheels(platform, python_version, wheel_dir, args.torch_source)
+    wheels = download_wheels(platform, blender, wheel_dir, None if args.without_torch else args.torch_source,
+                             with_torch=not args.without_torch)
 
     stage = REPO_ROOT / "build" / tag
     shutil.rmtree(stage, ignore_errors=True)
@@ -90,7 +124,7 @@ def build(platform: str, python_version: str, args) -> Path:
     (stage / "wheels").mkdir()
     for wheel in wheels:
         link_or_copy(wheel, stage / "wheels" / wheel.name)
-    write_build_manifest(stage, platform, python_version, [f"./wheels/{w.name}" for w in wheels])
+    write_build_manifest(stage, platform, blender, [f"./wheels/{w.name}" for w in wheels])
 
     print(f"--- {tag}: building the zip", flush=True)
     out_dir = REPO_ROOT / "build" / f"{tag}-zip"
@@ -103,31 +137,35 @@ def build(platform: str, python_version: str, args) -> Path:
     extension_tool("validate", str(built[0]))
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    final = args.output_dir / f"{built[0].stem}-python{python_version}.zip"
+    final = args.output_dir / f"{built[0].stem}-{tag.removeprefix(platform + '-')}.zip"
     shutil.move(built[0], final)
     shutil.rmtree(out_dir)
     return final
 
 
-def download_wheels(platform: str, python_version: str, wheel_dir: Path, torch_source) -> list[Path]:
-    """Every wheel the extension needs on that platform, minus the modules Blender ships.
+def download_wheels(platform: str, blender: BlenderLine, wheel_dir: Path, torch_source, with_torch=True) -> list[Path]:
+    """Every wheel the extension needs on that platform and Blender line, minus the modules Blender ships.
 
     pip download evaluates dependency markers (platform_system == "Linux", ...) for the machine it runs on, not
     for --platform: so torch's own dependencies are given explicitly, and the result is closed over the
     dependencies that apply to the target platform (adding what pip skipped, dropping what it added for this host).
     """
     wheel_dir.mkdir(parents=True, exist_ok=True)
+    python_version = blender.python
     environment = target_environment(platform, python_version)
     requirements = read_requirements(REPO_ROOT / "requirements" / "extension.txt")
-    torch_wheel = download_torch(platform, python_version, wheel_dir, requirements.pop("torch"), torch_source)
-    torch_dependencies = [f"{r.name}{r.specifier}" for r in wheel_dependencies(torch_wheel, environment)]
+    torch_spec = requirements.pop("torch")
+    constraints = ["-c", str(write_line_constraints(blender, wheel_dir / "constraints.txt"))]
+    torch_wheels, torch_dependencies = [], []
+    if with_torch:
+        torch_wheels = [download_torch(platform, python_version, wheel_dir, torch_spec, torch_source)]
+        torch_dependencies = [f"{r.name}{r.specifier}" for r in wheel_dependencies(torch_wheels[0], environment)]
 
-    # For 3.11 take exactly the versions the tests ran with (numpy included, though it stays out of the zip).
-    constraints = ["-c", str(REPO_ROOT / "requirements" / "constraints.txt")] if python_version == "3.11" else []
+    # The versions the tests ran with, numpy as that Blender ships it (resolved against, never bundled).
     resolved = pip_download(platform, python_version, wheel_dir,
                             [*requirements.values(), *torch_dependencies, *constraints])
-    wheels = {normalize(project_name(w)): w for w in [torch_wheel, *resolved]}
-    roots = ["torch", *requirements]
+    wheels = {normalize(project_name(w)): w for w in [*torch_wheels, *resolved]}
+    roots = ["torch", *requirements] if with_torch else list(requirements)
     for _ in range(5):
         needed, missing = dependency_closure(roots, wheels, environment)
         if not missing:
@@ -138,6 +176,22 @@ def download_wheels(platform: str, python_version: str, wheel_dir: Path, torch_s
         raise BuildError(f"could not complete the dependencies for {platform}: {sorted(missing)}")
     return sorted((wheels[name] for name in needed if name not in SHIPPED_WITH_BLENDER | NOT_NEEDED_AT_RUNTIME),
                   key=lambda wheel: wheel.name.lower())
+
+
+def line_pins(blender: BlenderLine) -> dict[str, str]:
+    """Exact versions for that Blender line: requirements/constraints.txt with the line's own pins over it."""
+    pins = {}
+    for line in (REPO_ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[normalize(name)] = version
+    return pins | {normalize(name): version for name, version in blender.pins.items()}
+
+
+def write_line_constraints(blender: BlenderLine, path: Path) -> Path:
+    path.write_text("".join(f"{name}=={version}\n" for name, version in line_pins(blender).items()))
+    return path
 
 
 def target_environment(platform: str, python_version: str) -> dict[str, str]:
@@ -208,7 +262,7 @@ def download_torch(platform, python_version, wheel_dir, spec, torch_source) -> P
             return pip_download(platform, python_version, wheel_dir, [spec], ["--no-deps", *extra], quiet=True)[0]
         except BuildError:
             continue
-    raise BuildError(
+    raise TorchUnavailable(
         f"could not download {spec} for {platform}, Python {python_version}. Give a folder holding the wheel or a "
         f"package index with it: make package TORCH_SOURCE=/path/to/wheels (or TORCH_SOURCE={PYTORCH_CPU_INDEX})."
     )
@@ -268,20 +322,13 @@ def copy_extension_files(stage: Path):
         shutil.copy2(source, target)
 
 
-def write_build_manifest(stage: Path, platform: str, python_version: str, wheels: list[str]):
+def write_build_manifest(stage: Path, platform: str, blender: BlenderLine, wheels: list[str]):
     manifest = tomllib.loads((REPO_ROOT / "blender_manifest.toml").read_text())
     manifest["wheels"] = wheels
     manifest["platforms"] = [platform]
-    version_min, version_max = BLENDER_RANGE_FOR_PYTHON[python_version]
-    if version_tuple(manifest.get("blender_version_min", "0")) < version_tuple(version_min):
-        manifest["blender_version_min"] = version_min
-    if version_max and version_tuple(manifest.get("blender_version_max", "999")) > version_tuple(version_max):
-        manifest["blender_version_max"] = version_max
+    manifest["blender_version_min"] = blender.version_min
+    manifest["blender_version_max"] = blender.version_max
     (stage / "blender_manifest.toml").write_text(to_toml(manifest))
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
 
 
 def to_toml(data: dict) -> str:
