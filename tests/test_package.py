@@ -48,7 +48,8 @@ def test_zip_holds_the_extension_and_its_wheels_but_no_development_files(linux_z
     wheels = sorted(name for name in names if name.startswith("wheels/"))
     assert sorted(w.removeprefix("./") for w in manifest["wheels"]) == wheels
     wheel_projects = {Path(w).name.split("-")[0].lower() for w in wheels}
-    assert {"torch", "scikit_image", "scipy", "pillow", "huggingface_hub", "pyyaml"} <= wheel_projects
+    assert {"torch", "scikit_image", "scipy", "pillow", "huggingface_hub", "pyyaml", "fast_simplification", "xatlas",
+            "trimesh"} <= wheel_projects
     assert "numpy" not in wheel_projects  # Blender ships its own
     (torch_wheel,) = [w for w in wheels if Path(w).name.startswith("torch-")]
     assert "+cpu" in torch_wheel and "cp311" in torch_wheel and "x86_64" in torch_wheel
