@@ -76,7 +76,8 @@ renderer:
 PATHS = {"dense": (8192, False), "fast": (None, True)}
 
 
-def save_random_model(folder: Path) -> dict:
+def random_model():
+    """A full-size TripoSR (official dimensions) with random weights from a fixed seed."""
     from core.config import ModelConfig
     from core.model import TripoSR
 
@@ -84,6 +85,11 @@ def save_random_model(folder: Path) -> dict:
     model = TripoSR(ModelConfig())
     for layer in model.decoder.layers:  # the default init makes a 9-layer MLP all but constant
         torch.nn.init.normal_(layer.weight, std=1.5 * (2.0 / layer.in_features) ** 0.5)
+    return model.eval()
+
+
+def save_random_model(folder: Path) -> dict:
+    model = random_model()
     (folder / "config.yaml").write_text(OFFICIAL_CONFIG)
     _, seconds = timed(lambda: torch.save(official_state_dict(model), folder / "model.ckpt"))
     return {"save_s": seconds, "ckpt_mb": (folder / "model.ckpt").stat().st_size / 2**20}

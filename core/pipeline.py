@@ -38,22 +38,22 @@ class GenerateSettings:
             raise InputError(f"Foreground ratio must be between 0.1 and 1, not {self.foreground_ratio!r}.")
 
 
+# The settings the scene code depends on; every other one (resolution, threshold, output options) acts only after
+# encoding, so changing it can re-use the image's scene code (core.scene_cache).
+PREPROCESS_FIELDS = ("remove_background", "foreground_ratio")
 STAGES = ("Preparing image", "Encoding image", "Extracting mesh", "Finishing mesh", "Baking texture")
 OOM_RETRIES = 2  # extraction out of GPU memory: retries, each with 4× smaller query chunks
 MIN_QUERY_CHUNK = 1024
 
 
-def generate(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None):
+def generate(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None, *, scene_code=None,
+             on_encoded=None):
     """Image (anything prepare_image accepts) → core.mesh.Mesh in TripoSR's native frame.
 
     progress(stage, fraction) is called as each stage advances; it may raise core.errors.Cancelled to stop the
-    job, which then propagates with nothing left behind."""
-    return generate_with_field(model, image, settings, progress)[0]
-
-
-def generate_with_field(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None):
-    """As generate, also returning the scene code (3, C, H, W) float32 on the CPU, the field to re-bake from.
-    → (Mesh, scene code)"""
+    job, which then propagates with nothing left behind. scene_code: (3, C, H, W), what this model made of this
+    image with the same PREPROCESS_FIELDS before: the image is then neither prepared nor encoded again.
+    on_encoded(scene_code) receives a newly made scene code."""
     from .preprocess import prepare_image
 
     settings = settings or GenerateSettings()
@@ -61,15 +61,20 @@ def generate_with_field(model: TripoSR, image, settings: GenerateSettings | None
     report = progress or (lambda stage, fraction: None)
     stage = STAGES[0]
     try:
-        report(STAGES[0], 0.0)
-        pixels = prepare_image(
-            image, remove_background=settings.remove_background, foreground_ratio=settings.foreground_ratio
-        )
-        report(STAGES[0], 1.0)
-        stage = STAGES[1]
-        report(STAGES[1], 0.0)
-        images = torch.from_numpy(pixels).unsqueeze(0)
-        scene_code = model.encode(images, progress=lambda fraction: report(STAGES[1], fraction))[0]
+        if scene_code is None:
+            report(STAGES[0], 0.0)
+            pixels = prepare_image(
+                image, remove_background=settings.remove_background, foreground_ratio=settings.foreground_ratio
+            )
+            report(STAGES[0], 1.0)
+            stage = STAGES[1]
+            report(STAGES[1], 0.0)
+            images = torch.from_numpy(pixels).unsqueeze(0)
+            scene_code = model.encode(images, progress=lambda fraction: report(STAGES[1], fraction))[0]
+            if on_encoded is not None:
+                on_encoded(scene_code)
+        else:
+            scene_code = scene_code.to(model.device)
         stage = STAGES[2]
         report(STAGES[2], 0.0)
         mesh = _extract_with_retries(model, scene_code, settings, lambda fraction: report(STAGES[2], fraction))
@@ -82,7 +87,7 @@ def generate_with_field(model: TripoSR, image, settings: GenerateSettings | None
 
         if settings.asset() != AssetSettings():  # the defaults keep the extracted surface as it is
             mesh = finish_mesh(mesh, field_colors(model, scene_code), settings.asset(), finishing)
-        return mesh, scene_code.detach().to("cpu", torch.float32).numpy()
+        return mesh
     except torch.OutOfMemoryError:
         retried = ", even with smaller batches" if stage == STAGES[2] else ""  # only the extraction is retried
         raise ModelError(
@@ -116,7 +121,7 @@ def field_colors(model: TripoSR, scene_code: torch.Tensor):
 def colors_from_field(model: TripoSR, scene_code: np.ndarray, points: np.ndarray, progress=None) -> np.ndarray:
     """The colours of a kept field at any points (a re-bake's texels, a remeshed object's vertices).
 
-    scene_code (3, C, H, W) as generate_with_field returned it; points (K, 3) in TripoSR's frame → float32 (K, 3)."""
+    scene_code (3, C, H, W) as the worker returned it with a mesh; points (K, 3) in TripoSR's frame → float32 (K, 3)."""
     code = torch.from_numpy(np.ascontiguousarray(scene_code, np.float32))
     if code.ndim != 4 or tuple(code.shape[:2]) != (3, model.config.upsampler.out_channels):
         raise InputError(f"The stored field has shape {tuple(code.shape)}, which this model cannot read: it was made "

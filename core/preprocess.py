@@ -2,6 +2,7 @@
 run.py prepares it (tests/fixtures/triposr_tiny/README.md lists its steps), from whatever picture a user
 hands us."""
 
+import contextlib
 import math
 import os
 import warnings
@@ -118,7 +119,43 @@ def load_rgba(image) -> np.ndarray:
                      "numpy array.")
 
 
-def _rgba_from_file(path: Path) -> np.ndarray:
+def check_image_file(path) -> None:
+    """The checks that need no decoding: the file exists, can be read and holds a format this module reads.
+    Raises InputError with the message loading would give; a damaged file's body is found only when loaded."""
+    path = Path(path)
+    _check_file_head(path)
+    try:
+        with _opened(path):
+            pass
+    except Image.DecompressionBombError as err:
+        raise InputError(_too_large_message(path, err)) from err
+    except UnidentifiedImageError as err:
+        raise InputError(_unreadable_message(path)) from err
+    except OSError as err:
+        raise InputError(f"Cannot read the image file {path}: {err.strerror or err}.") from err
+
+
+@contextlib.contextmanager
+def _opened(path: Path):
+    """Pillow's image of the file, not yet decoded, once its size is known to be usable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as pil:
+            _check_size(pil.width, pil.height, str(path))
+            yield pil
+
+
+def _too_large_message(path: Path, error) -> str:
+    return (f"{path} is too large to open safely ({error}). Scale it down to at most {MAX_SIDE} px on the longest "
+            "side in an image editor.")
+
+
+def _unreadable_message(path: Path) -> str:
+    return (f"{path} is not an image file that can be read (PNG, JPEG, TIFF, WebP, BMP and GIF work). Check that "
+            "it is an image, or convert it to PNG.")
+
+
+def _check_file_head(path: Path) -> None:
     if not path.exists():
         raise InputError(f"Image file not found: {path}. Check the path.")
     if not path.is_file():
@@ -131,24 +168,23 @@ def _rgba_from_file(path: Path) -> np.ndarray:
     if head.startswith(_EXR_MAGIC) or path.suffix.lower() == ".exr" or head.startswith(_HDR_MAGICS):
         raise InputError(f"{path} is an HDR image (OpenEXR/Radiance), which cannot be read here. Save it as PNG or "
                          "16-bit TIFF, or open it in Blender and generate from the Blender image.")
+
+
+def _rgba_from_file(path: Path) -> np.ndarray:
+    _check_file_head(path)
     # Pillow raises a zoo of exception types (OSError, SyntaxError, ValueError, struct.error, ...) on damaged
     # files; every one of them means the same thing to a user.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as pil:
-                _check_size(pil.width, pil.height, str(path))
-                # JPEG decodes at 1/2, 1/4 or 1/8 scale directly; a no-op for other formats
-                pil.draft(None, _shrunk_size(pil.width, pil.height))
-                return _rgba_from_pil(pil, str(path))
+        with _opened(path) as pil:
+            # JPEG decodes at 1/2, 1/4 or 1/8 scale directly; a no-op for other formats
+            pil.draft(None, _shrunk_size(pil.width, pil.height))
+            return _rgba_from_pil(pil, str(path))
     except InputError:
         raise
     except Image.DecompressionBombError as err:
-        raise InputError(f"{path} is too large to open safely ({err}). Scale it down to at most {MAX_SIDE} px "
-                         "on the longest side in an image editor.") from err
+        raise InputError(_too_large_message(path, err)) from err
     except UnidentifiedImageError as err:
-        raise InputError(f"{path} is not an image file that can be read (PNG, JPEG, TIFF, WebP, BMP and GIF "
-                         "work). Check that it is an image, or convert it to PNG.") from err
+        raise InputError(_unreadable_message(path)) from err
     except Exception as err:
         raise InputError(f"The image file {path} is damaged or incomplete and cannot be read ({err}). Re-export "
                          "or re-download it.") from err

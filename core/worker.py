@@ -30,8 +30,11 @@ Client API (the Blender operator's; the client never imports torch):
                                           one Result or Failure.
         Progress(stage, fraction, detail)  stage: "Loading model", "Downloading model" (detail: the file, bytes,
                                    speed and time left), "Preparing image", "Encoding image", "Extracting mesh",
-                                   "Finishing mesh", "Baking texture"; "Painting colours" (submit_colors)
-        Result(mesh, scene_code)   core.mesh.Mesh and the field it came from, float32 (3, C, H, W)
+                                   "Finishing mesh", "Baking texture"; or "Re-using encoded image" instead of
+                                   preparing and encoding (see Result); "Painting colours" (submit_colors)
+        Result(mesh, scene_code, reused_encoding)  core.mesh.Mesh; the field it came from, float32 (3, C, H, W);
+                                   reused_encoding: the worker kept the scene code of this image (same pixels,
+                                   model and preprocessing) and only extracted again
         Failure(error)             an InputError, ModelError, WorkerError or Cancelled: show str(error)
     client.run(image, settings, model, progress=None) -> Mesh
                                           blocking (background mode, scripts). progress(stage, fraction) may
@@ -119,6 +122,7 @@ class Progress:
 class Result:
     mesh: Mesh | None = None
     scene_code: np.ndarray | None = None  # the field the mesh came from
+    reused_encoding: bool = False  # the worker kept this image's scene code and only extracted the mesh again
     colors: np.ndarray | None = None  # the answer to submit_colors
 
 
@@ -371,7 +375,8 @@ class WorkerClient:
                 return Failure(Cancelled("Cancelled."))
             if header["type"] == "result" and "vertices" in arrays:
                 scene_code = arrays.pop("scene_code", None)
-                return Result(mesh=Mesh(**arrays), scene_code=scene_code)
+                return Result(mesh=Mesh(**arrays), scene_code=scene_code,
+                              reused_encoding=bool(header.get("reused_encoding")))
             if header["type"] == "result":
                 return Result(colors=arrays["colors"])
             return Failure(_ERROR_TYPES.get(header.get("error"), WorkerError)(header.get("message", "")))

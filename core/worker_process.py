@@ -16,10 +16,12 @@ import time
 import traceback
 
 from .errors import Cancelled, ImageToMeshError, ModelError, WorkerError
+from .scene_cache import SceneCodeCache, scene_key
 from .worker_protocol import read_message, write_message
 
 LOG_PREFIX = "[image-to-mesh worker "
 LOADING_STAGES = ("Loading model", "Downloading model")
+REUSE_STAGE = "Re-using encoded image"  # reported instead of preparing and encoding when the scene code is kept
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one stage
 ORPHAN_EXIT_DELAY = 5.0  # seconds a worker whose parent is gone waits for its job to stop before it exits
 
@@ -35,6 +37,7 @@ class _Server:
         self.parent_gone = threading.Event()
         self.model = None
         self.model_spec = None
+        self.scene_codes = SceneCodeCache()
         threading.Thread(target=self._read_requests, args=(requests_in,), daemon=True).start()
 
     def serve(self):
@@ -70,13 +73,14 @@ class _Server:
             progress = self._progress_callback(job)
             model = self._load(header["model"], progress)
             if header["type"] == "colors":
-                reply = {"colors": self._colors(model, arrays, progress)}
+                reply, arrays = {}, {"colors": self._colors(model, arrays, progress)}
             else:
                 image = arrays.pop("image") if "image" in arrays else header["image_path"]
-                mesh, scene_code = self._run_pipeline(model, image, header["settings"], progress)
-                reply = {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)
-                         if getattr(mesh, field.name) is not None}
-                reply["scene_code"] = scene_code
+                mesh, reused, scene_code = self._run_pipeline(model, image, header, progress)
+                reply = {"reused_encoding": reused}
+                arrays = {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)
+                          if getattr(mesh, field.name) is not None}
+                arrays["scene_code"] = scene_code
         except ImageToMeshError as error:
             _log(f"job {job}: {type(error).__name__}: {error}")
             return _error_reply(job, error)
@@ -90,7 +94,7 @@ class _Server:
             text = f"{type(error).__name__}: {error}"[:300]
             return _error_reply(job, WorkerError(f"Generating failed with an unexpected error in the worker ({text}). "
                                                  "This is a bug in Image to Mesh; the worker's log has the details."))
-        return {"type": "result", "job": job}, reply
+        return {"type": "result", "job": job, **reply}, arrays
 
     def _progress_callback(self, job: int):
         last = {"stage": None, "time": 0.0}
@@ -129,10 +133,28 @@ class _Server:
         progress(loading, 1.0)
         return self.model
 
-    def _run_pipeline(self, model, image, settings: dict, progress):
-        from .pipeline import GenerateSettings, generate_with_field
+    def _run_pipeline(self, model, image, header: dict, progress):
+        """(mesh, whether a kept scene code stood in for preparing and encoding the image, that scene code as
+        float32 numpy: the field the mesh came from, for re-baking)."""
+        from .pipeline import PREPROCESS_FIELDS, GenerateSettings, generate
 
-        return generate_with_field(model, image, GenerateSettings(**settings), progress=progress)
+        settings = GenerateSettings(**header["settings"])
+        try:
+            key = scene_key(image, dataclasses.asdict(settings), header["model"], PREPROCESS_FIELDS)
+        except OSError:  # an unreadable file: the pipeline says so
+            key = None
+        scene_code = self.scene_codes.get(key) if key is not None else None
+        if scene_code is not None:
+            progress(REUSE_STAGE, 1.0)
+        used = [scene_code]
+
+        def on_encoded(code):
+            used.append(code)
+            if key is not None:
+                self.scene_codes.put(key, code)
+
+        mesh = generate(model, image, settings, progress=progress, scene_code=scene_code, on_encoded=on_encoded)
+        return mesh, scene_code is not None, used[-1].detach().float().cpu().numpy()
 
     def _colors(self, model, arrays: dict, progress):
         from .pipeline import colors_from_field

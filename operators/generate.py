@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, FloatProperty, IntProperty, StringProperty
 
 from .. import worker_session
 from ..core.errors import Cancelled, ImageToMeshError, InputError, ModelError
@@ -18,6 +18,7 @@ from ..preferences import get_preferences, python_executable
 from ..properties import FACE_LIMIT, RESOLUTION, TEXTURE_SIZE, THRESHOLD_DEFAULT, job_status, scene_settings
 from . import fields
 from .bake import bake_onto, model_spec, remesh_to_quads
+from .batch import Batch, batch_files
 from .image_source import checked_file, file_pixels_via_blender, image_pixels, object_name_for
 from .scene_object import add_mesh_object, remove_object
 
@@ -59,6 +60,7 @@ class GenerateJob:
         self.warning = ""  # something the user should know about a result that was added all the same
         self.error: ImageToMeshError | None = None
         self.cancel_requested = False
+        self.reused_encoding = False  # the worker re-used this image's kept scene code
         self.client = None
 
     @property
@@ -127,7 +129,7 @@ class GenerateJob:
         if isinstance(event, Progress):
             self.stage, self.progress, self.detail = event.stage, float(event.fraction), event.detail
         elif isinstance(event, Result):
-            self.mesh, self.scene_code = event.mesh, event.scene_code
+            self.mesh, self.scene_code, self.reused_encoding = event.mesh, event.scene_code, event.reused_encoding
         elif isinstance(event, Failure):
             self.error = event.error
 
@@ -202,10 +204,11 @@ def explain(error: ImageToMeshError) -> str:
     return message
 
 
-def show_status(context, job: GenerateJob | None, *, error: str = "", result: str = ""):
+def show_status(context, job: GenerateJob | None, *, error: str = "", result: str = "", batch=None):
+    """batch: the operator's queue, whose place ("3 of 12 — Encoding image") the stage shows."""
     status = job_status(context)
     status.running = job is not None and not job.done
-    status.stage = job.stage if job is not None else ""
+    status.stage = "" if job is None else job.stage if batch is None else batch.stage_text(job.stage)
     status.progress = job.progress if job is not None else 0.0
     status.detail = job.detail if status.running else ""
     status.error = error
@@ -220,15 +223,19 @@ def show_status(context, job: GenerateJob | None, *, error: str = "", result: st
                 area.tag_redraw()
 
 
-class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
-    """Turn the chosen image into a coloured 3D mesh at the 3D cursor"""
+SETTING_NAMES = IMAGE_SETTINGS + OUTPUT_SETTINGS
 
-    bl_idname = "image_to_mesh.generate"
-    bl_label = "Generate 3D"
-    bl_options = {"REGISTER", "UNDO"}
+
+class GenerateRun:
+    """What both Generate operators do: run the queue of images (one, or several: `directory` + `files`, the file
+    browser's and file handlers' convention), modal in the UI, synchronous from scripts and in background mode."""
 
     image: StringProperty(name="Image", description="Name of a Blender image (default: the panel's image)")
     filepath: StringProperty(name="File", description="An image file to use instead", subtype="FILE_PATH")
+    directory: StringProperty(
+        name="Folder", description="Folder of the images named in files; without files, every image in it",
+        subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
     resolution: IntProperty(name="Resolution", description="Marching-cubes grid size", **RESOLUTION)
     remove_background: BoolProperty(name="Remove Background", default=True)
     foreground_ratio: FloatProperty(name="Foreground Ratio", min=0.5, max=1.0, default=0.85, subtype="FACTOR")
@@ -241,14 +248,171 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
 
     _timer = None
     _job: GenerateJob | None = None
+    _batch: Batch | None = None
+    _cancelled = False
+    _reused = False  # the last object's job re-used the worker's kept scene code
+
+    def draw(self, context):  # the Adjust Last Operation panel: only settings that redo can change
+        layout = self.layout
+        layout.use_property_split = True
+        for name in SETTING_NAMES:
+            layout.prop(self, name)
+
+    def execute(self, context):
+        if not self._begin(context):
+            return {"CANCELLED"}
+        try:
+            while self._job is not None:
+                self._job.wait()
+                self._job_ended(context)
+        except BaseException:  # e.g. KeyboardInterrupt in a script: leave no job running
+            if self._job is not None:
+                self._job.cancel()
+            show_status(context, None)
+            raise
+        return self._end(context)
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        return self._run_modal(context)
+
+    def modal(self, context, event):
+        job = self._job
+        if event.type == "ESC" and event.value == "PRESS":
+            job.request_cancel()
+        if event.type != "TIMER" and not job.cancel_requested:
+            return {"PASS_THROUGH"}
+        if not job.poll():
+            show_status(context, job, batch=self._batch)
+            return {"RUNNING_MODAL"}
+        self._job_ended(context)
+        if self._job is not None:
+            show_status(context, self._job, batch=self._batch)
+            return {"RUNNING_MODAL"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self._end(context)
+
+    def cancel(self, context):  # Blender ends the modal operator (file loaded, window closed)
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+        if self._job is not None:
+            self._job.cancel()
+        show_status(context, None)
+
+    def _run_modal(self, context):
+        if not self._begin(context):
+            return {"CANCELLED"}
+        self._timer = context.window_manager.event_timer_add(POLL_INTERVAL, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _begin(self, context) -> bool:
+        """Start the queue's first usable image; False (reported) when there is none."""
+        try:
+            sources = self._sources()
+        except ImageToMeshError as error:
+            self._fail(context, error)
+            return False
+        self._batch = Batch(sources, lambda source: self._start_job(context, source))
+        self._cancelled = False
+        self._job = self._batch.next_job()
+        if self._job is None:  # no image could be read: _end reports it
+            self._end(context)
+            return False
+        show_status(context, self._job, batch=self._batch)
+        return True
+
+    def _sources(self) -> list[dict]:
+        names = [item.name for item in self.files if item.name]
+        if not (self.directory or names):
+            return [{"image": self.image, "filepath": self.filepath}]
+        files = batch_files(self.directory, names)
+        if not files:
+            raise InputError(f"There are no image files in the folder '{self.directory}'.")
+        return [{"filepath": path} for path in files]
+
+    def _start_job(self, context, source: dict) -> GenerateJob:
+        overrides = {name: getattr(self, name) if self.properties.is_property_set(name) else None
+                     for name in SETTING_NAMES}
+        request = build_request(context, **source, **overrides)
+        job = GenerateJob(request, python_executable(get_preferences(context)))
+        job.start()
+        # Remember the choices and the image, so redo (Adjust Last Operation) repeats the last image's job.
+        for name, value in {**request.settings, **request.output}.items():
+            setattr(self, name, value)
+        return job
+
+    def _job_ended(self, context):
+        job, batch = self._job, self._batch
+        self._job = None
+        if isinstance(job.error, Cancelled):  # Cancel stops this image and drops the rest
+            self._cancelled = True
+            return
+        try:
+            if job.error is not None:
+                raise job.error
+            batch.add(context, job)
+            self._reused = job.reused_encoding
+            if job.warning:
+                self.report({"WARNING"}, job.warning)
+        except ImageToMeshError as error:  # the worker's, or Quads' remesh and bake (nothing was added then)
+            batch.fail(error)
+        self._job = batch.next_job()
+
+    def _end(self, context):
+        batch = self._batch
+        if batch.total == 1 and batch.failures:
+            self._fail(context, batch.failures[0][1])
+            return {"CANCELLED"}
+        failed = "; ".join(f"{name}: {explain(error)}" for name, error in batch.failures)
+        for name, error in batch.failures:
+            self.report({"WARNING"}, f"{name}: {explain(error)}")
+        if not batch.objects:
+            if self._cancelled:
+                show_status(context, None)
+                self.report({"INFO"}, "Generate 3D cancelled; nothing was added.")
+            else:
+                self._fail(context, InputError(f"No image could be turned into a mesh. {failed}"))
+            return {"CANCELLED"}
+        if batch.total == 1:
+            obj = batch.objects[0]
+            summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
+            if self._reused:
+                summary += " Re-used the encoded image."
+        else:
+            summary = f"Added {len(batch.objects)} of {batch.total} objects."
+            if self._cancelled:
+                summary += " Cancelled: the rest were skipped."
+            if batch.failures:
+                summary += f" {len(batch.failures)} failed: {failed}"
+        self._redo_last_only(batch)
+        show_status(context, None, result=summary)
+        self.report({"INFO"}, summary)
+        return {"FINISHED"}
+
+    def _redo_last_only(self, batch: Batch):
+        """After a batch, redo (which undoes the last step) makes the last object again, not the whole queue."""
+        if batch.total > 1:
+            self.filepath, self.image, self.directory = batch.last_source["filepath"], "", ""
+            self.files.clear()
+
+    def _fail(self, context, error: ImageToMeshError):
+        message = explain(error)
+        show_status(context, None, error=message)
+        self.report({"ERROR"}, message)
+
+
+class IMAGE_TO_MESH_OT_generate(GenerateRun, bpy.types.Operator):
+    """Turn the chosen image into a coloured 3D mesh at the 3D cursor"""
+
+    bl_idname = "image_to_mesh.generate"
+    bl_label = "Generate 3D"
+    bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context):
-        if _active_job is not None:
-            cls.poll_message_set("A mesh is being generated: wait for it or cancel it")
-            return False
-        if context.scene is None:
-            cls.poll_message_set("No scene to add the mesh to")
+        if not _can_start(cls, context):
             return False
         # Only the 3D viewport's own UI (the panel's button, F3 search there) is refused without an image: poll
         # cannot see a script's image= / filepath= arguments, and scripts run from other areas or none.
@@ -258,94 +422,43 @@ class IMAGE_TO_MESH_OT_generate(bpy.types.Operator):
             return False
         return True
 
-    def draw(self, context):  # the Adjust Last Operation panel: only settings that redo can change
-        layout = self.layout
-        layout.use_property_split = True
-        for name in IMAGE_SETTINGS + OUTPUT_SETTINGS:
-            layout.prop(self, name)
 
-    def execute(self, context):
-        job = self._start(context)
-        if job is None:
-            return {"CANCELLED"}
-        try:
-            job.wait()
-        except BaseException:  # e.g. KeyboardInterrupt in a script: leave no job running
-            job.cancel()
-            show_status(context, None)
-            raise
-        return self._end(context, job)
+class IMAGE_TO_MESH_OT_generate_files(GenerateRun, bpy.types.Operator):
+    """Turn image files into coloured 3D meshes, one object per image in a row from the 3D cursor, with the
+    panel's settings"""
+
+    bl_idname = "image_to_mesh.generate_files"
+    bl_label = "Generate from Files"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+
+    _browsing = False
+
+    @classmethod
+    def poll(cls, context):
+        return _can_start(cls, context)
 
     def invoke(self, context, event):
-        if bpy.app.background:
-            return self.execute(context)
-        job = self._start(context)
-        if job is None:
-            return {"CANCELLED"}
-        self._job = job
-        self._timer = context.window_manager.event_timer_add(POLL_INTERVAL, window=context.window)
-        context.window_manager.modal_handler_add(self)
+        if self.directory or len(self.files):  # dropped files (the file handler) or a script: start at once
+            return super().invoke(context, event)
+        self._browsing = True
+        context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
 
-    def modal(self, context, event):
-        job = self._job
-        if event.type == "ESC" and event.value == "PRESS":
-            job.request_cancel()
-        if event.type != "TIMER" and not job.cancel_requested:
-            return {"PASS_THROUGH"}
-        if not job.poll():
-            show_status(context, job)
-            return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        return self._end(context, job)
+    def execute(self, context):
+        if self._browsing and not bpy.app.background:  # chosen in the file browser: run without freezing the UI
+            self._browsing = False
+            return self._run_modal(context)
+        return super().execute(context)
 
-    def cancel(self, context):  # Blender ends the modal operator (file loaded, window closed)
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-        if self._job is not None:
-            self._job.cancel()
-        show_status(context, None)
 
-    def _start(self, context) -> GenerateJob | None:
-        overrides = {
-            name: getattr(self, name) if self.properties.is_property_set(name) else None
-            for name in IMAGE_SETTINGS + OUTPUT_SETTINGS
-        }
-        preferences = get_preferences(context)
-        try:
-            request = build_request(context, image=self.image, filepath=self.filepath, **overrides)
-            job = GenerateJob(request, python_executable(preferences))
-            job.start()
-        except ImageToMeshError as error:
-            self._fail(context, error)
-            return None
-        # Remember the choices, so redo (Adjust Last Operation) repeats the same job.
-        for name, value in {**request.settings, **request.output}.items():
-            setattr(self, name, value)
-        show_status(context, job)
-        return job
-
-    def _end(self, context, job: GenerateJob):
-        if isinstance(job.error, Cancelled):
-            show_status(context, None)
-            self.report({"INFO"}, "Generate 3D cancelled; nothing was added.")
-            return {"CANCELLED"}
-        if job.error is not None:
-            self._fail(context, job.error)
-            return {"CANCELLED"}
-        try:
-            obj = job.finish(context)
-        except ImageToMeshError as error:
-            self._fail(context, error)
-            return {"CANCELLED"}
-        summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
-        show_status(context, None, result=summary)
-        self.report({"INFO"}, summary)
-        if job.warning:
-            self.report({"WARNING"}, job.warning)
-        return {"FINISHED"}
-
-    def _fail(self, context, error: ImageToMeshError):
-        message = explain(error)
-        show_status(context, None, error=message)
-        self.report({"ERROR"}, message)
+def _can_start(cls, context) -> bool:
+    if _active_job is not None:
+        cls.poll_message_set("A mesh is being generated: wait for it or cancel it")
+        return False
+    if context.scene is None:
+        cls.poll_message_set("No scene to add the mesh to")
+        return False
+    return True

@@ -143,3 +143,22 @@ def remove_object(obj: bpy.types.Object):
         bpy.data.materials.remove(material)
     for image in images:
         bpy.data.images.remove(image)
+
+
+ROW_GAP = 0.2  # space between neighbours in a row, as a fraction of their mean width
+
+
+def place_beside(obj: bpy.types.Object, previous: bpy.types.Object):
+    """Put obj to the +X side of previous (same Y and Z), their bounding boxes ROW_GAP apart."""
+    (this_min, this_max), (before_min, before_max) = _x_extent(obj), _x_extent(previous)
+    gap = ROW_GAP * ((this_max - this_min) + (before_max - before_min)) / 2
+    obj.location = previous.location
+    obj.location.x = previous.location.x + before_max + gap - this_min
+
+
+def _x_extent(obj: bpy.types.Object) -> tuple[float, float]:
+    """The object's smallest and largest X, from its vertices (objects made here are neither scaled nor rotated)."""
+    coordinates = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", coordinates)
+    x = coordinates[0::3]
+    return (float(x.min()), float(x.max())) if len(x) else (0.0, 0.0)

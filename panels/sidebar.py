@@ -5,6 +5,7 @@ import bpy
 from ..core.asset import DEFAULT_TEXTURE_SIZE
 from ..operators.fields import is_generated
 from ..properties import job_status, scene_settings
+from .presets import IMAGE_TO_MESH_PT_presets
 
 
 class _SidebarPanel:
@@ -15,6 +16,9 @@ class _SidebarPanel:
 
 class VIEW3D_PT_image_to_mesh(_SidebarPanel, bpy.types.Panel):
     bl_label = "Image to Mesh"
+
+    def draw_header_preset(self, context):
+        IMAGE_TO_MESH_PT_presets.draw_panel_header(self.layout)
 
     def draw(self, context):
         layout = self.layout
@@ -45,6 +49,7 @@ class VIEW3D_PT_image_to_mesh(_SidebarPanel, bpy.types.Panel):
         row = layout.row()
         row.scale_y = 1.6
         row.operator("image_to_mesh.generate", text="Generate 3D", icon="MESH_MONKEY")  # its poll greys it
+        layout.operator("image_to_mesh.generate_files", text="Generate from Files…", icon="FILEBROWSER")
         if not has_source:
             layout.label(text="Choose or open an image above.", icon="INFO")
         if status.error:

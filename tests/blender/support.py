@@ -39,3 +39,13 @@ def poll_until(job, condition, timeout=120.0, pause=0.02):
         job.poll()
         time.sleep(pause)
     assert condition(), f"timed out at stage {job.stage!r}"
+
+
+def viewport_override():
+    """The context of the 3D viewport's sidebar, where the panel's button and dropped files act."""
+    import bpy
+
+    window = bpy.context.window_manager.windows[0]
+    area = next(area for area in window.screen.areas if area.type == "VIEW_3D")
+    region = next(region for region in area.regions if region.type == "UI")
+    return bpy.context.temp_override(window=window, area=area, region=region)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.pipeline import GenerateSettings, field_colors, generate_with_field
+from core.pipeline import GenerateSettings, field_colors, generate
 from core.texture import texel_samples
 from core.weights import load_model
 from tests.blender import crafted_model as shape
@@ -262,8 +262,9 @@ def test_cli_glb_imports_into_blender_with_uvs_and_texture(ext, tmp_path, checke
     vertices, triangles, corner_uvs = mesh_arrays(ext, obj.data)
     face, weights, points = surface_samples(vertices, triangles, 2000)
     uv = np.einsum("kc,kcx->kx", weights, corner_uvs[face])
-    _, scene_code = generate_with_field(checker_model, INPUT_PNG, GenerateSettings(resolution=32))
-    truth = field_colors(checker_model, torch.from_numpy(scene_code))(points.astype(np.float32))
+    codes = []
+    generate(checker_model, INPUT_PNG, GenerateSettings(resolution=32), on_encoded=codes.append)
+    truth = field_colors(checker_model, codes[0])(points.astype(np.float32))
     error = np.abs(sample_texture(image_texture(image), uv) - truth).mean()
     shuffled = np.abs(sample_texture(image_texture(image), uv[::-1]) - truth).mean()
     print(f"\ntexture vs field at the glb's surface: {error:.4f} (shuffled UVs: {shuffled:.4f})")

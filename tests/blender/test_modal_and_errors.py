@@ -13,7 +13,7 @@ RESOLUTION = 32
 
 def test_modal_steps_start_poll_with_progress_finish(ext):
     before = data_names()
-    job = start_job(ext)
+    job = start_job(ext, foreground_ratio=0.8)  # a framing no other test uses: the worker keeps no scene code of it
     assert ext.generate.active_job() is job
     assert not bpy.ops.image_to_mesh.generate.poll()  # a second Generate is refused while one runs
 

@@ -14,7 +14,8 @@ import bpy
 import numpy as np
 import pytest
 
-from tests.blender.support import INPUT_PNG, REPO_ROOT, data_names, poll_until, start_job, undo_context
+from tests.blender.support import (INPUT_PNG, REPO_ROOT, data_names, poll_until, start_job, undo_context,
+                                    viewport_override)
 from tests.procfs import process_gone, rss_mb
 
 RESOLUTION = 32
@@ -193,13 +194,6 @@ def test_without_online_access_the_worker_may_not_download(ext, monkeypatch):
 
 
 # -- the Generate button
-
-def viewport_override():
-    window = bpy.context.window_manager.windows[0]
-    area = next(area for area in window.screen.areas if area.type == "VIEW_3D")
-    region = next(region for region in area.regions if region.type == "UI")
-    return bpy.context.temp_override(window=window, area=area, region=region)
-
 
 def test_generate_button_is_greyed_with_a_reason_until_an_image_is_chosen(ext):
     with viewport_override():

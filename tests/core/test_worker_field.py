@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import InputError
-from core.pipeline import GenerateSettings, generate_with_field
+from core.pipeline import GenerateSettings, generate
 from core.weights import load_model
 from core.worker import Failure, ModelSpec, Result, WorkerClient
 
@@ -28,8 +28,9 @@ def test_a_kept_field_gives_the_mesh_its_own_colours_again(client, tiny_model_di
         time.sleep(0.05)
     assert isinstance(result, Result), result
     model = load_model(str(tiny_model_dir), device="cpu", allow_download=False)
-    mesh, scene_code = generate_with_field(model, tiny_model_dir / "input.png", settings)
-    np.testing.assert_allclose(result.scene_code, scene_code, atol=1e-6)
+    codes = []
+    generate(model, tiny_model_dir / "input.png", settings, on_encoded=codes.append)
+    np.testing.assert_allclose(result.scene_code, codes[0].numpy(), atol=1e-6)
     assert result.scene_code.shape == (3, model.config.upsampler.out_channels, 16, 16)
 
     colors = client.colors(result.scene_code, result.mesh.vertices, spec)
