@@ -107,10 +107,13 @@ def test_installed_zip_generates_a_mesh_with_its_bundled_wheels(linux_zip, tmp_p
     assert Path(result["files"]["extension"]).is_relative_to(installed / "user_default" / "image_to_mesh")
     for name in ("torch", "skimage", "scipy", "PIL"):
         assert Path(result["files"][name]).is_relative_to(installed / ".local"), name
-    # The installed copy made the same mesh as this checkout's core does with the same input and settings.
+    # The installed copy made the same mesh as this checkout's core does with the same input and settings (the
+    # panel's Output defaults: floaters removed, face limit, a texture baked with the bundled xatlas).
     from core import GenerateSettings, generate, load_model
+    from core.asset import DEFAULT_FACE_LIMIT, DEFAULT_TEXTURE_SIZE
 
     expected = generate(load_model(tiny_model_dir, device="cpu"), tiny_model_dir / "input.png",
-                        GenerateSettings(resolution=32))
+                        GenerateSettings(resolution=32, remove_floaters=True, face_limit=DEFAULT_FACE_LIMIT,
+                                         texture_size=DEFAULT_TEXTURE_SIZE))
     assert len(expected.vertices) > 0
     assert (result["vertices"], result["faces"]) == (len(expected.vertices), len(expected.faces))
