@@ -4,9 +4,24 @@ import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from .core.asset import DEFAULT_FACE_LIMIT, DEFAULT_TEXTURE_SIZE, FLOATER_AREA_FRACTION
+from .core.settings import FOREGROUND_RATIO, REMOVE_BACKGROUND, RESOLUTION, THRESHOLD, Limits
 
-RESOLUTION = dict(min=32, soft_min=128, max=512, default=256)
-THRESHOLD_DEFAULT = 25.0
+
+def bounds(limits: Limits, *, hard: bool = True) -> dict:
+    """A number property's default and range from core.settings. hard=False leaves out min/max, which Blender
+    would silently clamp to: the operator's values are checked instead, so a script's 5000 is an error."""
+    soft_min = limits.minimum if limits.soft_min is None else limits.soft_min
+    soft_max = limits.maximum if limits.soft_max is None else limits.soft_max
+    found = dict(default=limits.default, soft_min=soft_min)
+    if soft_max is not None:
+        found["soft_max"] = soft_max
+    if hard:
+        found["min"] = limits.minimum
+        if limits.maximum is not None:
+            found["max"] = limits.maximum
+    return found
+
+
 TEXTURE_SIZE = dict(min=0, soft_min=512, max=4096, default=DEFAULT_TEXTURE_SIZE)  # 0: vertex colours only
 FACE_LIMIT = dict(min=0, soft_max=200_000, default=DEFAULT_FACE_LIMIT)  # 0: no limit
 
@@ -21,22 +36,22 @@ class ImageToMeshSettings(bpy.types.PropertyGroup):
     remove_background: BoolProperty(
         name="Remove Background",
         description="Cut the object out of its background (skipped when the image already has transparency)",
-        default=True,
+        default=REMOVE_BACKGROUND,
     )
     foreground_ratio: FloatProperty(
         name="Foreground Ratio",
         description="How much of the model's view the object fills",
-        min=0.5, max=1.0, default=0.85, subtype="FACTOR",
+        subtype="FACTOR", **bounds(FOREGROUND_RATIO),
     )
     resolution: IntProperty(
         name="Resolution",
         description="Marching-cubes grid size: higher gives finer detail and more vertices, and takes longer",
-        **RESOLUTION,
+        **bounds(RESOLUTION),
     )
     threshold: FloatProperty(
         name="Density Threshold",
         description="Density at which the surface is placed: lower makes the object fuller, higher thinner",
-        min=0.0, soft_max=100.0, default=THRESHOLD_DEFAULT,
+        **bounds(THRESHOLD),
     )
     texture_size: IntProperty(
         name="Texture Size",

@@ -2,10 +2,10 @@
 
 from .errors import Cancelled, ImageToMeshError, InputError, ModelError, WorkerError
 from .mesh import Mesh
-from .preprocess import prepare_image
 
-# torch-dependent names (and the worker client) load on first use, so `import core` (e.g. for the errors in Blender) does not import torch.
-_LAZY = {"load_model": ".weights", "GenerateSettings": ".pipeline", "generate": ".pipeline",
+# Names whose modules import torch, Pillow or scipy load on first use: Blender's process imports core (the errors,
+# the settings, the worker client) without them.
+_LAZY = {"prepare_image": ".preprocess", "load_model": ".weights", "GenerateSettings": ".settings", "generate": ".pipeline",
          "ModelSpec": ".worker", "WorkerClient": ".worker"}
 
 

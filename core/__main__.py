@@ -10,7 +10,7 @@ from pathlib import Path
 from .asset import DEFAULT_TEXTURE_SIZE, FLOATER_AREA_FRACTION
 from .batch import Item, Manifest, Shard, manifest_path, plan, shard_from_environment, share
 from .errors import Cancelled, ImageToMeshError, InputError
-from .pipeline import GenerateSettings
+from .settings import FOREGROUND_RATIO, RESOLUTION, THRESHOLD, GenerateSettings
 
 
 def main(argv=None) -> int:
@@ -53,13 +53,16 @@ def _parser() -> argparse.ArgumentParser:
         "or stabilityai/TripoSR)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
-    parser.add_argument("--resolution", type=int, default=256, help="marching-cubes grid size (default 256)")
-    parser.add_argument("--threshold", type=float, default=25.0, help="density iso level (default 25)")
+    parser.add_argument("--resolution", type=int, default=RESOLUTION.default,
+                        help=f"marching-cubes grid size, {RESOLUTION.span()} (default {RESOLUTION.default})")
+    parser.add_argument("--threshold", type=float, default=THRESHOLD.default,
+                        help=f"density iso level, {THRESHOLD.span()} (default {THRESHOLD.default:g})")
     parser.add_argument("--format", choices=("ply", "obj", "glb"), default="ply",
                         help="ply (vertex colours), obj (+ .mtl and .png when textured) or glb (default ply)")
     _add_asset_arguments(parser)
     parser.add_argument("--no-remove-bg", action="store_true", help="use the image as it is: no background removal")
-    parser.add_argument("--foreground-ratio", type=float, default=0.85, help="object size in the frame (0.85)")
+    parser.add_argument("--foreground-ratio", type=float, default=FOREGROUND_RATIO.default,
+                        help=f"object size in the frame, {FOREGROUND_RATIO.span()} (default {FOREGROUND_RATIO.default})")
     parser.add_argument("--offline", action="store_true", help="never download; use the cache or a local folder")
     parser.add_argument("--skip-existing", action="store_true",
                         help="leave out images whose output file already exists (to resume a stopped run)")

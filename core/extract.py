@@ -17,9 +17,9 @@ from skimage.measure import marching_cubes
 
 from .errors import InputError, ModelError
 from .mesh import Mesh
+from .settings import RESOLUTION
 
 BATCH_POINTS = 1 << 18
-MAX_RESOLUTION = 1024  # a 1024³ float32 grid alone is 4.3 GB
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 GridDensity = Callable[[torch.Tensor], Field]  # axis (R,) → density at grid indices (N, 3) int64
@@ -366,8 +366,8 @@ def _call(fn: Field, points: torch.Tensor, shape, what: str) -> np.ndarray:
 
 def _check_grid(resolution, radius) -> int:
     whole = isinstance(resolution, (int, np.integer)) and not isinstance(resolution, bool)
-    if not (whole and 2 <= resolution <= MAX_RESOLUTION):
-        raise InputError(f"The resolution must be a whole number from 2 to {MAX_RESOLUTION}, got {resolution!r}.")
+    if not (whole and 2 <= resolution <= RESOLUTION.maximum):
+        raise InputError(f"The resolution must be a whole number from 2 to {RESOLUTION.maximum}, got {resolution!r}.")
     if not (_is_number(radius) and radius > 0):
         raise InputError(f"The radius must be a positive number, got {radius!r}.")
     return int(resolution)

@@ -12,8 +12,6 @@ import numpy as np
 
 from .errors import InputError
 
-FORMATS = (".ply", ".obj", ".glb")
-
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
     "short": "<i2", "int16": "<i2", "ushort": "<u2", "uint16": "<u2",

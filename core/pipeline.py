@@ -2,8 +2,6 @@
 an asset (core.asset). Also: the colours of a kept scene code at any points (re-bake, remesh)."""
 
 import gc
-import math
-from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -11,32 +9,7 @@ import torch
 from .asset import AssetSettings, finish_mesh
 from .errors import InputError, ModelError
 from .model import TripoSR
-
-
-@dataclass
-class GenerateSettings:
-    remove_background: bool = True
-    foreground_ratio: float = 0.85
-    resolution: int = 256  # marching-cubes grid per axis
-    threshold: float = 25.0  # iso level on the density
-    texture_size: int = 0  # core.asset.AssetSettings from here on
-    face_limit: int = 0
-    remove_floaters: bool = False
-    watertight: bool = False
-
-    def asset(self) -> AssetSettings:
-        return AssetSettings(**{field.name: getattr(self, field.name) for field in fields(AssetSettings)})
-
-    def validate(self):
-        self.asset().validate()
-        resolution = self.resolution
-        if not isinstance(resolution, int) or isinstance(resolution, bool) or not 8 <= resolution <= 1024:
-            raise InputError(f"Resolution must be a whole number from 8 to 1024, not {self.resolution!r}.")
-        if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold) or self.threshold <= 0:
-            raise InputError(f"Threshold must be a positive number (TripoSR's default is 25), not {self.threshold!r}.")
-        if not isinstance(self.foreground_ratio, (int, float)) or not 0.1 <= self.foreground_ratio <= 1.0:
-            raise InputError(f"Foreground ratio must be between 0.1 and 1, not {self.foreground_ratio!r}.")
-
+from .settings import GenerateSettings
 
 # The settings the scene code depends on; every other one (resolution, threshold, output options) acts only after
 # encoding, so changing it can re-use the image's scene code (core.scene_cache).
@@ -88,18 +61,18 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
         if settings.asset() != AssetSettings():  # the defaults keep the extracted surface as it is
             mesh = finish_mesh(mesh, field_colors(model, scene_code), settings.asset(), finishing)
         return mesh
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError as error:  # torch.OutOfMemoryError (2.5+) is its alias
         retried = ", even with smaller batches" if stage == STAGES[2] else ""  # only the extraction is retried
         raise ModelError(
             f"Out of memory on {model.device} while {stage.lower()}{retried}. Lower the resolution, close other "
             "programs using the GPU, or use the CPU."
-        ) from None
-    except MemoryError:
-        raise ModelError(_out_of_memory_message(stage)) from None
+        ) from error
+    except MemoryError as error:
+        raise ModelError(_out_of_memory_message(stage)) from error
     except RuntimeError as error:  # a torch failure we did not foresee (unsupported op on a backend, ...)
         if "can't allocate memory" in str(error) or "not enough memory" in str(error):  # torch's CPU allocator
-            raise ModelError(_out_of_memory_message(stage)) from None
-        raise ModelError(f"The model failed while {stage.lower()} on {model.device}: {error}") from None
+            raise ModelError(_out_of_memory_message(stage)) from error
+        raise ModelError(f"The model failed while {stage.lower()} on {model.device}: {error}") from error
     finally:
         if model.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -130,7 +103,7 @@ def colors_from_field(model: TripoSR, scene_code: np.ndarray, points: np.ndarray
     report("Painting colours", 0.0)
     try:
         colors = field_colors(model, code.to(model.device))(np.asarray(points, np.float32).reshape(-1, 3))
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:
         raise ModelError(f"Out of memory on {model.device} while painting colours: choose a smaller texture size."
                          ) from None
     report("Painting colours", 1.0)
@@ -146,7 +119,7 @@ def _extract_with_retries(model: TripoSR, scene_code, settings: GenerateSettings
             try:
                 return model.extract_mesh(scene_code, resolution=settings.resolution, threshold=settings.threshold,
                                           progress=progress)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 if attempt == OOM_RETRIES or model.query_chunk_size <= MIN_QUERY_CHUNK:
                     raise
             # Outside the except block, so the failed attempt's tensors are already released.

@@ -5,7 +5,9 @@ hands us."""
 import contextlib
 import math
 import os
+import struct
 import warnings
+import zlib
 from numbers import Real
 from pathlib import Path
 
@@ -14,16 +16,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .background import foreground_alpha
 from .errors import InputError
+from .settings import FOREGROUND_RATIO, MAX_SIDE
 
-# The model resizes its input to 512×512. Working at up to 2048 px keeps the foreground at ≥ 512 px whenever it
-# spans a quarter of the picture, while a float32 RGBA working copy stays ≤ 64 MB.
-MAX_SIDE = 2048
 MIN_SIDE = 16  # the ViT's patch size; anything smaller carries too little to reconstruct
 MAX_ASPECT = 64  # beyond this, downscaling to MAX_SIDE would leave the short side below MIN_SIDE
 # Our own decompression-bomb limit (Pillow's global limit is process-wide state we leave alone): 150 megapixels
 # admits a 12000×12000 picture; decoding one that large needs up to 4 bytes a pixel before we downscale it.
 MAX_PIXELS = 150_000_000
 MIN_FOREGROUND = 4  # px, the longer side of the cropped foreground
+
+# What Pillow raises on a damaged or truncated file (its own fuzzing tests list these; UnidentifiedImageError is an
+# OSError). Anything else (MemoryError, a bug) is not the file's fault and propagates as it is.
+DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, NotImplementedError, struct.error, zlib.error)
 
 _EXR_MAGIC = b"v/1\x01"
 _HDR_MAGICS = (b"#?RADIANCE", b"#?RGBE")
@@ -83,7 +87,7 @@ def frame_foreground(rgba: np.ndarray, ratio: float) -> np.ndarray:
         factor = math.ceil(new_side / (2 * MAX_SIDE))
         if side // factor < MIN_FOREGROUND:
             raise InputError(f"foreground_ratio {ratio} would leave the object only a few pixels wide. Use a "
-                             "ratio between 0.5 and 1 (0.85 is the usual).")
+                             f"ratio {FOREGROUND_RATIO.span()} ({FOREGROUND_RATIO.default} is the usual).")
         square = _shrink(square, factor)
         side = square.shape[0]
         new_side = int(side / ratio)
@@ -172,8 +176,6 @@ def _check_file_head(path: Path) -> None:
 
 def _rgba_from_file(path: Path) -> np.ndarray:
     _check_file_head(path)
-    # Pillow raises a zoo of exception types (OSError, SyntaxError, ValueError, struct.error, ...) on damaged
-    # files; every one of them means the same thing to a user.
     try:
         with _opened(path) as pil:
             # JPEG decodes at 1/2, 1/4 or 1/8 scale directly; a no-op for other formats
@@ -185,7 +187,7 @@ def _rgba_from_file(path: Path) -> np.ndarray:
         raise InputError(_too_large_message(path, err)) from err
     except UnidentifiedImageError as err:
         raise InputError(_unreadable_message(path)) from err
-    except Exception as err:
+    except DECODING_ERRORS as err:
         raise InputError(f"The image file {path} is damaged or incomplete and cannot be read ({err}). Re-export "
                          "or re-download it.") from err
 
@@ -202,7 +204,7 @@ def _rgba_from_pil(pil: Image.Image, name: str) -> np.ndarray:
         if target != pil.size:
             pil = pil.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
         pixels = np.asarray(pil)
-    except Exception as err:  # Pillow decodes lazily: a damaged file can fail here with any exception type
+    except DECODING_ERRORS as err:  # Pillow decodes lazily: a damaged file fails here
         raise InputError(f"{name} cannot be decoded ({err}). Re-export it as PNG or JPEG.") from err
     if pil.mode == "I":  # 16-bit gray (PNG/TIFF) arrives as int32
         pixels = np.clip(pixels, 0, 65535).astype(np.uint16)

@@ -52,8 +52,8 @@ def load_model(source=DEFAULT_SOURCE, *, revision=None, device="auto", cache_dir
     model.load_state_dict(state, strict=True, assign=True)
     try:
         model.to(torch_device)
-    except (RuntimeError, torch.OutOfMemoryError) as error:
-        raise ModelError(f"Could not move the model to {torch_device}: {error}. Try device 'cpu'.") from None
+    except RuntimeError as error:  # torch.cuda.OutOfMemoryError is one
+        raise ModelError(f"Could not move the model to {torch_device}: {error}. Try device 'cpu'.") from error
     return model.eval().requires_grad_(False)
 
 

@@ -82,6 +82,12 @@ log = logging.getLogger(__name__)
 LOG_LINES = 200
 LOG_LINE_BYTES = 4096
 _ERROR_TYPES = {cls.__name__: cls for cls in (ImageToMeshError, InputError, ModelError, WorkerError, Cancelled)}
+# A Ctrl+C in Blender's console must not reach the worker (it ends when its stdin closes): a session of its own on
+# POSIX; on Windows, where start_new_session does nothing, a process group of its own and no console window.
+if os.name == "nt":
+    _OWN_PROCESS_GROUP = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+else:
+    _OWN_PROCESS_GROUP = {"start_new_session": True}
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,7 @@ class _Child:
         self.log = collections.deque(maxlen=LOG_LINES)
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
-            start_new_session=True, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+            **_OWN_PROCESS_GROUP)
         self.threads = [threading.Thread(target=target, daemon=True, name=f"image-to-mesh worker {name}")
                         for name, target in (("input", self._write_input), ("output", self._read_output),
                                              ("log", self._read_log))]

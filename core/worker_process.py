@@ -17,6 +17,7 @@ import traceback
 
 from .errors import Cancelled, ImageToMeshError, ModelError, WorkerError
 from .scene_cache import SceneCodeCache, scene_key
+from .torch_support import torch_problem
 from .worker_protocol import read_message, write_message
 
 LOG_PREFIX = "[image-to-mesh worker "
@@ -38,6 +39,7 @@ class _Server:
         self.model = None
         self.model_spec = None
         self.scene_codes = SceneCodeCache()
+        self.unusable = None  # why this interpreter cannot run jobs (e.g. its PyTorch is too old), found at start
         threading.Thread(target=self._read_requests, args=(requests_in,), daemon=True).start()
 
     def serve(self):
@@ -69,6 +71,8 @@ class _Server:
 
     def _answer(self, header: dict, arrays: dict) -> tuple[dict, dict]:
         job = header["job"]
+        if self.unusable is not None:
+            return _error_reply(job, WorkerError(self.unusable))
         try:
             progress = self._progress_callback(job)
             model = self._load(header["model"], progress)
@@ -83,6 +87,8 @@ class _Server:
                 arrays["scene_code"] = scene_code
         except ImageToMeshError as error:
             _log(f"job {job}: {type(error).__name__}: {error}")
+            if error.__cause__ is not None:  # what went wrong underneath, for the log
+                traceback.print_exception(error)
             return _error_reply(job, error)
         except ImportError as error:
             traceback.print_exc()
@@ -125,9 +131,9 @@ class _Server:
 
         try:
             self.model = load_model(**spec, on_download=on_download)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError as error:  # torch.OutOfMemoryError (2.5+) is its alias
             raise ModelError("The GPU does not have enough free memory for the model. Close other programs "
-                             "that use the GPU, or choose the CPU device.") from None
+                             "that use the GPU, or choose the CPU device.") from error
         self.model_spec = spec
         _log(f"loaded {spec['source']} on {self.model.device}")
         progress(loading, 1.0)
@@ -136,7 +142,8 @@ class _Server:
     def _run_pipeline(self, model, image, header: dict, progress):
         """(mesh, whether a kept scene code stood in for preparing and encoding the image, that scene code as
         float32 numpy: the field the mesh came from, for re-baking)."""
-        from .pipeline import PREPROCESS_FIELDS, GenerateSettings, generate
+        from .pipeline import PREPROCESS_FIELDS, generate
+        from .settings import GenerateSettings
 
         settings = GenerateSettings(**header["settings"])
         try:
@@ -193,10 +200,15 @@ def main():
         os.dup2(devnull.fileno(), 0)
     _log(f"started with Python {sys.version.split()[0]} at {sys.executable}")
     server = _Server(requests_in, messages_out)  # reads requests from now on, so the parent never waits to send
-    try:  # import torch now, before a job waits for it, so that loading a model later is quick and cancellable
-        from . import pipeline, weights  # noqa: F401
-    except ImportError:
-        pass  # the first job reports it with a clear message
+    # Import torch now, before a job waits for it, so that loading a model later is quick and cancellable.
+    server.unusable = torch_problem()
+    if server.unusable is not None:
+        _log(server.unusable)  # every job is answered with it
+    else:
+        try:
+            from . import pipeline, weights  # noqa: F401
+        except ImportError:
+            pass  # the first job reports it with a clear message
     server.serve()
     _log("stopping: the parent closed the connection")
 

@@ -5,6 +5,7 @@ mode run the same job synchronously. The job's steps (start, poll, cancel, finis
 tests can drive them directly: timers never fire in the bpy module.
 """
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -13,9 +14,10 @@ from bpy.props import BoolProperty, CollectionProperty, FloatProperty, IntProper
 
 from .. import worker_session
 from ..core.errors import Cancelled, ImageToMeshError, InputError, ModelError
+from ..core.settings import FOREGROUND_RATIO, REMOVE_BACKGROUND, RESOLUTION, THRESHOLD, GenerateSettings
 from ..core.worker import Failure, ModelSpec, Progress, Result
 from ..preferences import get_preferences, python_executable
-from ..properties import FACE_LIMIT, RESOLUTION, TEXTURE_SIZE, THRESHOLD_DEFAULT, job_status, scene_settings
+from ..properties import FACE_LIMIT, TEXTURE_SIZE, bounds, job_status, scene_settings
 from . import fields
 from .bake import bake_onto, model_spec, remesh_to_quads
 from .batch import Batch, batch_files
@@ -29,6 +31,8 @@ IMAGE_SETTINGS = ("resolution", "remove_background", "foreground_ratio", "thresh
 OUTPUT_SETTINGS = ("texture_size", "face_limit", "remove_floaters", "watertight", "quads")
 QUADS_INPUT_FACES = 4  # Quads: the worker decimates to this many times the target, QuadriFlow does the rest
 
+log = logging.getLogger(__name__)
+
 _active_job = None
 
 
@@ -40,7 +44,7 @@ def active_job():
 class GenerateRequest:
     image: object  # numpy pixels or a file path, as the worker takes them
     name: str  # the new object's name
-    settings: dict  # core.pipeline.GenerateSettings fields (no torch import in Blender's process)
+    settings: dict  # core.settings.GenerateSettings fields
     model: ModelSpec
     at_cursor: bool
     output: dict  # OUTPUT_SETTINGS as chosen (the worker's settings hold what the worker does of them)
@@ -133,6 +137,14 @@ class GenerateJob:
         elif isinstance(event, Failure):
             self.error = event.error
 
+    def abandon(self):
+        """End the job after an unexpected error: the worker's state is unknown, so it is closed."""
+        self._release()
+        try:
+            worker_session.close()
+        except Exception:  # noqa: BLE001 - already failing; the session holds no client any more either way
+            log.exception("closing the worker after an unexpected error failed")
+
     def _release(self):
         global _active_job
         if _active_job is self:
@@ -152,6 +164,8 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
     # Blender keeps floats in single precision: 0.85 would arrive as 0.8500000238 and shift the image framing.
     options["foreground_ratio"] = round(float(options["foreground_ratio"]), 6)
     options["threshold"] = round(float(options["threshold"]), 6)
+    options.update(worker_output(output))
+    GenerateSettings(**options).validate()
     at_cursor = overrides.get("place_at_cursor")
     at_cursor = settings.place_at_cursor if at_cursor is None else at_cursor
 
@@ -169,8 +183,7 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
         raise InputError("No image chosen: pick or open an image in the Image to Mesh panel, or pass image= or "
                          "filepath= to bpy.ops.image_to_mesh.generate.")
 
-    return GenerateRequest(source, name, dict(options, **worker_output(output)), model_spec(context), at_cursor,
-                           output)
+    return GenerateRequest(source, name, options, model_spec(context), at_cursor, output)
 
 
 def worker_output(output: dict) -> dict:
@@ -226,6 +239,146 @@ def show_status(context, job: GenerateJob | None, *, error: str = "", result: st
 SETTING_NAMES = IMAGE_SETTINGS + OUTPUT_SETTINGS
 
 
+def fail(context, error: ImageToMeshError, report):
+    message = explain(error)
+    show_status(context, None, error=message)
+    report({"ERROR"}, message)
+
+
+class QueueRun:
+    """One Generate's queue being run: its Batch, the job in progress, the window-manager timer, and how it ends.
+    Plain Python, because operator instances exist only while Blender runs them (and timers never fire in the bpy
+    module): tests drive its modal steps directly. report is the operator's report()."""
+
+    def __init__(self, batch: Batch, report):
+        self.batch, self.report = batch, report
+        self.job: GenerateJob | None = None
+        self.timer = None
+        self.cancelled = False
+        self.reused = False  # the last object's job re-used the worker's kept scene code
+
+    @classmethod
+    def for_job(cls, context, job: GenerateJob, report) -> "QueueRun":
+        """A modal run of one job already started (tests; the operator goes through begin())."""
+        run = cls(Batch([{}], lambda source: job), report)
+        run.begin(context)
+        run.start_timer(context)
+        return run
+
+    def begin(self, context) -> bool:
+        """Start the queue's first usable image; False (reported) when there is none."""
+        self.job = self.batch.next_job()
+        if self.job is None:
+            self.end(context)
+            return False
+        show_status(context, self.job, batch=self.batch)
+        return True
+
+    def run(self, context) -> set[str]:
+        """The synchronous path: every job, one after the other."""
+        try:
+            while self.job is not None:
+                self.job.wait()
+                self.job_ended(context)
+        except BaseException:  # e.g. KeyboardInterrupt in a script: leave no job running
+            if self.job is not None:
+                self.job.cancel()
+            show_status(context, None)
+            raise
+        return self.end(context)
+
+    def start_timer(self, context):
+        self.timer = context.window_manager.event_timer_add(POLL_INTERVAL, window=context.window)
+
+    def modal(self, context, event) -> set[str]:
+        try:
+            job = self.job
+            if event.type == "ESC" and event.value == "PRESS":
+                job.request_cancel()
+            if event.type != "TIMER" and not job.cancel_requested:
+                return {"PASS_THROUGH"}
+            if not job.poll():
+                show_status(context, job, batch=self.batch)
+                return {"RUNNING_MODAL"}
+            self.job_ended(context)
+            if self.job is not None:
+                show_status(context, self.job, batch=self.batch)
+                return {"RUNNING_MODAL"}
+            self.stop(context)
+            return self.end(context)
+        except Exception as error:  # a bug or a broken reply: the queue must still end and free the Generate button
+            log.exception("Generate 3D failed")
+            if self.job is not None:
+                self.job.abandon()  # first: it cannot fail, and it frees the Generate button
+                self.job = None
+            self.stop(context)
+            fail(context, ImageToMeshError(
+                f"Generate 3D failed with an unexpected error ({type(error).__name__}: {error}). This is a bug in "
+                "Image to Mesh; the system console has the details. The next Generate starts a new worker."),
+                self.report)
+            return {"CANCELLED"}
+
+    def cancel(self, context):
+        """Blender ends the operator (file loaded, window closed)."""
+        self.stop(context)
+        if self.job is not None:
+            self.job.cancel()
+        show_status(context, None)
+
+    def stop(self, context):
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            context.window_manager.event_timer_remove(timer)
+
+    def job_ended(self, context):
+        job, batch = self.job, self.batch
+        self.job = None
+        if isinstance(job.error, Cancelled):  # Cancel stops this image and drops the rest
+            self.cancelled = True
+            return
+        if job.error is not None:
+            batch.fail(job.error)
+        else:
+            try:
+                batch.add(context, job)
+                self.reused = job.reused_encoding
+                if job.warning:
+                    self.report({"WARNING"}, job.warning)
+            except ImageToMeshError as error:  # e.g. the active collection cannot take objects, Quads' remesh failed
+                batch.fail(error)
+        self.job = batch.next_job()
+
+    def end(self, context) -> set[str]:
+        batch = self.batch
+        if batch.total == 1 and batch.failures:
+            fail(context, batch.failures[0][1], self.report)
+            return {"CANCELLED"}
+        failed = "; ".join(f"{name}: {explain(error)}" for name, error in batch.failures)
+        for name, error in batch.failures:
+            self.report({"WARNING"}, f"{name}: {explain(error)}")
+        if not batch.objects:
+            if self.cancelled:
+                show_status(context, None)
+                self.report({"INFO"}, "Generate 3D cancelled; nothing was added.")
+            else:
+                fail(context, InputError(f"No image could be turned into a mesh. {failed}"), self.report)
+            return {"CANCELLED"}
+        if batch.total == 1:
+            obj = batch.objects[0]
+            summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
+            if self.reused:
+                summary += " Re-used the encoded image."
+        else:
+            summary = f"Added {len(batch.objects)} of {batch.total} objects."
+            if self.cancelled:
+                summary += " Cancelled: the rest were skipped."
+            if batch.failures:
+                summary += f" {len(batch.failures)} failed: {failed}"
+        show_status(context, None, result=summary)
+        self.report({"INFO"}, summary)
+        return {"FINISHED"}
+
+
 class GenerateRun:
     """What both Generate operators do: run the queue of images (one, or several: `directory` + `files`, the file
     browser's and file handlers' convention), modal in the UI, synchronous from scripts and in background mode."""
@@ -236,21 +389,18 @@ class GenerateRun:
         name="Folder", description="Folder of the images named in files; without files, every image in it",
         subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
     files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
-    resolution: IntProperty(name="Resolution", description="Marching-cubes grid size", **RESOLUTION)
-    remove_background: BoolProperty(name="Remove Background", default=True)
-    foreground_ratio: FloatProperty(name="Foreground Ratio", min=0.5, max=1.0, default=0.85, subtype="FACTOR")
-    threshold: FloatProperty(name="Density Threshold", min=0.0, soft_max=100.0, default=THRESHOLD_DEFAULT)
+    # No hard min/max: Blender would clamp a script's out-of-range value silently; build_request refuses it.
+    resolution: IntProperty(name="Resolution", description="Marching-cubes grid size", **bounds(RESOLUTION, hard=False))
+    remove_background: BoolProperty(name="Remove Background", default=REMOVE_BACKGROUND)
+    foreground_ratio: FloatProperty(name="Foreground Ratio", subtype="FACTOR", **bounds(FOREGROUND_RATIO, hard=False))
+    threshold: FloatProperty(name="Density Threshold", **bounds(THRESHOLD, hard=False))
     texture_size: IntProperty(name="Texture Size", description="0: vertex colours only", **TEXTURE_SIZE)
     face_limit: IntProperty(name="Face Limit", description="0: no limit", **FACE_LIMIT)
     remove_floaters: BoolProperty(name="Remove Floaters", default=True)
     watertight: BoolProperty(name="Watertight", default=False)
     quads: BoolProperty(name="Quads", default=False)
 
-    _timer = None
-    _job: GenerateJob | None = None
-    _batch: Batch | None = None
-    _cancelled = False
-    _reused = False  # the last object's job re-used the worker's kept scene code
+    _run: QueueRun | None = None
 
     def draw(self, context):  # the Adjust Last Operation panel: only settings that redo can change
         layout = self.layout
@@ -261,16 +411,7 @@ class GenerateRun:
     def execute(self, context):
         if not self._begin(context):
             return {"CANCELLED"}
-        try:
-            while self._job is not None:
-                self._job.wait()
-                self._job_ended(context)
-        except BaseException:  # e.g. KeyboardInterrupt in a script: leave no job running
-            if self._job is not None:
-                self._job.cancel()
-            show_status(context, None)
-            raise
-        return self._end(context)
+        return self._finished(self._run.run(context))
 
     def invoke(self, context, event):
         if bpy.app.background:
@@ -278,50 +419,27 @@ class GenerateRun:
         return self._run_modal(context)
 
     def modal(self, context, event):
-        job = self._job
-        if event.type == "ESC" and event.value == "PRESS":
-            job.request_cancel()
-        if event.type != "TIMER" and not job.cancel_requested:
-            return {"PASS_THROUGH"}
-        if not job.poll():
-            show_status(context, job, batch=self._batch)
-            return {"RUNNING_MODAL"}
-        self._job_ended(context)
-        if self._job is not None:
-            show_status(context, self._job, batch=self._batch)
-            return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        return self._end(context)
+        return self._finished(self._run.modal(context, event))
 
-    def cancel(self, context):  # Blender ends the modal operator (file loaded, window closed)
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-        if self._job is not None:
-            self._job.cancel()
-        show_status(context, None)
+    def cancel(self, context):
+        if self._run is not None:
+            self._run.cancel(context)
 
     def _run_modal(self, context):
         if not self._begin(context):
             return {"CANCELLED"}
-        self._timer = context.window_manager.event_timer_add(POLL_INTERVAL, window=context.window)
+        self._run.start_timer(context)
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
     def _begin(self, context) -> bool:
-        """Start the queue's first usable image; False (reported) when there is none."""
         try:
             sources = self._sources()
         except ImageToMeshError as error:
-            self._fail(context, error)
+            fail(context, error, self.report)
             return False
-        self._batch = Batch(sources, lambda source: self._start_job(context, source))
-        self._cancelled = False
-        self._job = self._batch.next_job()
-        if self._job is None:  # no image could be read: _end reports it
-            self._end(context)
-            return False
-        show_status(context, self._job, batch=self._batch)
-        return True
+        self._run = QueueRun(Batch(sources, lambda source: self._start_job(context, source)), self.report)
+        return self._run.begin(context)
 
     def _sources(self) -> list[dict]:
         names = [item.name for item in self.files if item.name]
@@ -343,64 +461,13 @@ class GenerateRun:
             setattr(self, name, value)
         return job
 
-    def _job_ended(self, context):
-        job, batch = self._job, self._batch
-        self._job = None
-        if isinstance(job.error, Cancelled):  # Cancel stops this image and drops the rest
-            self._cancelled = True
-            return
-        try:
-            if job.error is not None:
-                raise job.error
-            batch.add(context, job)
-            self._reused = job.reused_encoding
-            if job.warning:
-                self.report({"WARNING"}, job.warning)
-        except ImageToMeshError as error:  # the worker's, or Quads' remesh and bake (nothing was added then)
-            batch.fail(error)
-        self._job = batch.next_job()
-
-    def _end(self, context):
-        batch = self._batch
-        if batch.total == 1 and batch.failures:
-            self._fail(context, batch.failures[0][1])
-            return {"CANCELLED"}
-        failed = "; ".join(f"{name}: {explain(error)}" for name, error in batch.failures)
-        for name, error in batch.failures:
-            self.report({"WARNING"}, f"{name}: {explain(error)}")
-        if not batch.objects:
-            if self._cancelled:
-                show_status(context, None)
-                self.report({"INFO"}, "Generate 3D cancelled; nothing was added.")
-            else:
-                self._fail(context, InputError(f"No image could be turned into a mesh. {failed}"))
-            return {"CANCELLED"}
-        if batch.total == 1:
-            obj = batch.objects[0]
-            summary = f"Added '{obj.name}': {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} faces."
-            if self._reused:
-                summary += " Re-used the encoded image."
-        else:
-            summary = f"Added {len(batch.objects)} of {batch.total} objects."
-            if self._cancelled:
-                summary += " Cancelled: the rest were skipped."
-            if batch.failures:
-                summary += f" {len(batch.failures)} failed: {failed}"
-        self._redo_last_only(batch)
-        show_status(context, None, result=summary)
-        self.report({"INFO"}, summary)
-        return {"FINISHED"}
-
-    def _redo_last_only(self, batch: Batch):
+    def _finished(self, result: set[str]) -> set[str]:
         """After a batch, redo (which undoes the last step) makes the last object again, not the whole queue."""
-        if batch.total > 1:
+        batch = self._run.batch
+        if result == {"FINISHED"} and batch.total > 1:
             self.filepath, self.image, self.directory = batch.last_source["filepath"], "", ""
             self.files.clear()
-
-    def _fail(self, context, error: ImageToMeshError):
-        message = explain(error)
-        show_status(context, None, error=message)
-        self.report({"ERROR"}, message)
+        return result
 
 
 class IMAGE_TO_MESH_OT_generate(GenerateRun, bpy.types.Operator):

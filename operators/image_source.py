@@ -7,7 +7,7 @@ import bpy
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.preprocess import MAX_SIDE
+from ..core.settings import MAX_SIDE
 
 
 def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
@@ -86,16 +86,6 @@ def _display_rgba(pixels: np.ndarray, image: bpy.types.Image) -> np.ndarray:
     elif not is_data and "linear" in image.colorspace_settings.name.lower():
         rgba[..., :3] = linear_to_srgb(rgba[..., :3])
     return np.clip(rgba, 0.0, 1.0, out=rgba)
-
-
-def pillow_can_read(path: Path) -> bool:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path):
-            return True
-    except (UnidentifiedImageError, OSError, ValueError):
-        return False
 
 
 def file_pixels_via_blender(path: Path) -> np.ndarray:

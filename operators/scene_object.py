@@ -4,6 +4,8 @@ packed in the .blend, a material that shows the texture (or the vertex colours w
 import bpy
 import numpy as np
 
+from ..core.errors import InputError
+
 COLOR_ATTRIBUTE = "Color"
 UV_MAP = "UVMap"
 TEXTURE_KEY = "image_to_mesh_texture"  # on the images this add-on paints, so a re-bake never touches another
@@ -117,14 +119,38 @@ def texture_node(material: bpy.types.Material | None):
 
 
 def add_mesh_object(context, mesh_data, name: str, *, at_cursor: bool = True) -> bpy.types.Object:
-    """Adds the result to the active collection, selected and active. Names are made unique by Blender."""
-    mesh = build_mesh(name, to_blender_frame(mesh_data.vertices), mesh_data.faces, mesh_data.colors, mesh_data.uvs)
-    image = texture_image(f"{name} texture", mesh_data.texture) if mesh_data.texture is not None else None
-    mesh.materials.append(build_material(name, image))
-    obj = bpy.data.objects.new(name, mesh)
-    if at_cursor:
-        obj.location = context.scene.cursor.location
-    context.collection.objects.link(obj)
+    """Adds the result to the active collection, selected and active. Names are made unique by Blender.
+
+    All or nothing: if a step fails, the mesh, material and object made so far are removed again. Raises
+    InputError when the active collection cannot take the object (e.g. it is linked from another file)."""
+    made = []  # (bpy.data collection, datablock), removed in reverse order on failure
+    try:
+        mesh = build_mesh(name, to_blender_frame(mesh_data.vertices), mesh_data.faces, mesh_data.colors,
+                          mesh_data.uvs)
+        made.append((bpy.data.meshes, mesh))
+        image = None
+        if mesh_data.texture is not None:
+            image = texture_image(f"{name} texture", mesh_data.texture)
+            made.append((bpy.data.images, image))
+        material = build_material(name, image)
+        made.append((bpy.data.materials, material))
+        mesh.materials.append(material)
+        obj = bpy.data.objects.new(name, mesh)
+        made.append((bpy.data.objects, obj))
+        if at_cursor:
+            obj.location = context.scene.cursor.location
+        collection = context.collection
+        try:
+            collection.objects.link(obj)
+        except RuntimeError as error:
+            reason = str(error).removeprefix("Error: ").strip()
+            raise InputError(f"The new object cannot be added to the active collection '{collection.name}' "
+                             f"({reason}). Make a collection of this file active in the Outliner and generate "
+                             "again.") from error
+    except BaseException:
+        for data, block in reversed(made):
+            data.remove(block)
+        raise
     for other in context.view_layer.objects.selected:
         other.select_set(False)
     obj.select_set(True)

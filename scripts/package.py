@@ -1,9 +1,10 @@
 """Build the installable extension zip(s) with Blender's own extension tool.
 
 For each platform and Blender line (BLENDER_LINES): download the runtime wheels (requirements/extension.txt and
-what they need, resolved against the NumPy that Blender line ships, which is never bundled), stage the extension's
-files without the development ones, write a build copy of blender_manifest.toml listing the wheels and that line's
-Blender versions, then build and validate with blender_ext.py from the bpy wheel. The zips land in dist/.
+what they need, resolved against the NumPy that Blender line ships, which is never bundled), stage the checkout's
+files, write a build copy of blender_manifest.toml listing the wheels and that line's Blender versions, then build
+(leaving out what the manifest's paths_exclude_pattern lists) and validate with blender_ext.py from the bpy wheel.
+The zips land in dist/.
 
     python scripts/package.py --platforms linux-x64 windows-x64 macos-arm64 --blender-lines 4.2 4.5-5.0 5.2
 
@@ -61,12 +62,6 @@ BLENDER_LINES = {
     "5.2": BlenderLine("3.13", "5.2.0", "5.3.0", {"numpy": "2.3.4"}),
 }
 
-# Left out of the zip: development files, and what the build itself writes.
-DEV_PATHS = {
-    ".ci", ".git", ".gitignore", ".github", ".venv", ".whl", ".pytest_cache", ".hypothesis",
-    "tests", "benchmarks", "examples", "scripts", "docs", "requirements", "Makefile", "pytest.ini",
-    "build", "dist", "out",
-}
 
 
 def main(argv=None) -> int:
@@ -301,7 +296,8 @@ def normalize(name: str) -> str:
 
 
 def copy_extension_files(stage: Path):
-    """The checkout's files (tracked and new, as git sees them), without the development ones."""
+    """The checkout's files (tracked and new, as git sees them). Blender's extension tool then leaves out the
+    development ones: blender_manifest.toml's paths_exclude_pattern is the one list of them."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO_ROOT, capture_output=True, text=True,
@@ -309,11 +305,9 @@ def copy_extension_files(stage: Path):
     if listed.returncode == 0:
         files = [Path(p) for p in listed.stdout.split("\0") if p]
     else:  # not a git checkout: take everything that is not hidden
-        files = [p.relative_to(REPO_ROOT) for p in REPO_ROOT.rglob("*") if p.is_file()]
+        files = [p.relative_to(REPO_ROOT) for p in REPO_ROOT.rglob("*")
+                 if p.is_file() and not p.relative_to(REPO_ROOT).parts[0].startswith(".")]
     for relative in files:
-        parts = relative.parts
-        if parts[0] in DEV_PATHS or parts[0].startswith(".") or "__pycache__" in parts or relative.suffix == ".pyc":
-            continue
         source = REPO_ROOT / relative
         if not source.is_file():  # deleted in the work tree but still in the index
             continue

@@ -1,7 +1,14 @@
-"""What /proc says about a process, for the tests of the worker's lifetime and memory (Linux)."""
+"""What /proc says about a process, for the tests of the worker's lifetime and memory (Linux), and the marks
+that skip such tests elsewhere with the reason."""
 
 import os
+import sys
 from pathlib import Path
+
+import pytest
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, which only Linux has")
+posix_only = pytest.mark.skipif(os.name != "posix", reason="stops or kills the worker with POSIX signals")
 
 
 def process_gone(pid: int) -> bool:

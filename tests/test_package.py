@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.blender.support import extension_files
+
 pytestmark = pytest.mark.package
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,8 +23,6 @@ SITE_PACKAGES = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys
 # What Blender's bundled Python has besides the standard library (the bpy wheel's own dependencies).
 BLENDER_PYTHON_MODULES = ["bpy", "numpy", "numpy.libs", "requests", "urllib3", "certifi", "idna",
                           "charset_normalizer", "zstandard", "Cython", "cython.py"]
-DEV_ENTRIES = ("tests/", "scripts/", "examples/", "benchmarks/", "docs/", "requirements/", ".ci/", ".git",
-               "Makefile", "pytest.ini", "__pycache__", ".pyc", ".venv/", ".whl/")
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,7 @@ def test_zip_holds_the_extension_and_its_wheels_but_no_development_files(linux_z
         names = archive.namelist()
         manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
 
-    assert {"__init__.py", "blender_manifest.toml", "core/__init__.py", "core/model.py"} <= set(names)
-    assert [name for name in names if any(entry in name for entry in DEV_ENTRIES)] == []
+    assert {name for name in names if not name.startswith("wheels/")} == extension_files()
 
     wheels = sorted(name for name in names if name.startswith("wheels/"))
     assert sorted(w.removeprefix("./") for w in manifest["wheels"]) == wheels

@@ -12,7 +12,8 @@ import pytest
 
 
 if "bpy" not in sys.modules:
-    _PROFILE = tempfile.mkdtemp(prefix="image-to-mesh-blender-")
+    # Spaces and non-ASCII, as in many users' home folders: the extension, its worker and its cache live under it.
+    _PROFILE = tempfile.mkdtemp(prefix="image-to-mesh Blender – Müller 画像 ")
     os.environ["BLENDER_USER_RESOURCES"] = _PROFILE
 elif not os.environ.get("BLENDER_USER_RESOURCES"):
     raise RuntimeError("bpy was imported before BLENDER_USER_RESOURCES was set: the tests would use a real profile.")

@@ -7,6 +7,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures" / "triposr_tiny"
 INPUT_PNG = FIXTURE_DIR / "input.png"
 DATA_KINDS = ("objects", "meshes", "materials", "images")
+# What the extension is: its top-level modules, its packages, its manifest and README; the rest is for development.
+EXTENSION_PACKAGES = ("core", "operators", "panels")
+EXTENSION_TOP_FILES = ("blender_manifest.toml", "README.md")
+
+
+def extension_files() -> set[str]:
+    """The checkout's tracked files that belong in the extension's zip."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return {name for name in tracked.stdout.split("\0") if name and (
+        name.split("/")[0] in EXTENSION_PACKAGES or name in EXTENSION_TOP_FILES
+        or ("/" not in name and name.endswith(".py")))}
 
 
 def data_names() -> dict:

@@ -24,6 +24,28 @@ def test_manifest_is_valid():
     assert "Success" in result.stdout
 
 
+def test_a_zip_built_by_blenders_own_tool_holds_exactly_the_extension_files(tmp_path):
+    """`blender --command extension build` in the checkout: the manifest's exclusions keep development files out."""
+    import subprocess
+    import zipfile
+
+    from tests.blender.support import extension_files
+
+    scripts = bpy.utils.system_resource("SCRIPTS")
+    result = subprocess.run(
+        [sys.executable, f"{scripts}/addons_core/bl_pkg/cli/blender_ext.py", "build", "--source-dir",
+         str(REPO_ROOT), "--output-dir", str(tmp_path),
+         "--valid-tags", f"{scripts}/modules/_bpy_internal/extensions/tags.py"],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (built,) = tmp_path.glob("*.zip")
+    with zipfile.ZipFile(built) as archive:
+        names = {name for name in archive.namelist() if not name.endswith("/")}
+    expected = extension_files()
+    assert {"__init__.py", "core/worker_process.py", "operators/generate.py", "README.md"} <= expected
+    assert names == expected
+
+
 def test_enabled_with_operator_panel_and_preferences(addon_module):
     assert addon_module == "bl_ext.user_default.image_to_mesh"
     assert addon_module in bpy.context.preferences.addons
@@ -99,3 +121,28 @@ def test_unload_model_ends_the_worker(ext):
 def test_panels_are_in_the_sidebar_tab(panel):
     cls = getattr(bpy.types, panel)
     assert (cls.bl_space_type, cls.bl_region_type, cls.bl_category) == ("VIEW_3D", "UI", "Image to Mesh")
+
+
+ENABLE_AND_LIST_IMPORTS = r"""
+import json, os, sys, tempfile
+os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp()
+sys.path.insert(0, sys.argv[1])
+import bpy
+from scripts.dev_extension import enable_from_checkout
+enable_from_checkout(sys.argv[1])
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def test_enabling_the_extension_imports_no_heavy_library():
+    """Blender's own process registers the extension without torch, Pillow, scipy or scikit-image (the worker
+    process imports them); measured in a fresh process, as this one has long imported them."""
+    import json
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", ENABLE_AND_LIST_IMPORTS, str(REPO_ROOT)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert "bl_ext" in imported  # the extension was enabled
+    assert imported & {"torch", "PIL", "scipy", "skimage", "huggingface_hub", "yaml"} == set()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.blender.support import INPUT_PNG, data_names, undo_context
+from tests.procfs import posix_only
 
 RESOLUTION = 32
 
@@ -61,6 +62,23 @@ def test_generate_from_file_adds_cores_mesh(core_mesh):
     assert obj.select_get() and bpy.context.view_layer.objects.active == obj
     assert_matches_core(obj, core_mesh)
     assert bpy.context.window_manager.image_to_mesh_job.result.startswith("Added 'input'")
+
+
+def test_image_and_model_folder_with_spaces_and_non_ascii(ext, core_mesh, tmp_path, monkeypatch):
+    """Also the extension, its worker and its cache folder run from such a folder here (tests/blender/conftest.py)."""
+    import shutil
+
+    from tests.blender.support import FIXTURE_DIR
+
+    folder = tmp_path / "Mes images – José 画像"
+    model = shutil.copytree(FIXTURE_DIR, folder / "Modèle TripoSR")
+    image = shutil.copy(INPUT_PNG, folder / "mein Bild ß.png")
+    monkeypatch.setenv("IMAGE_TO_MESH_MODEL", str(model))
+    assert "Blender – Müller 画像" in ext.preferences.model_cache_dir()  # what the worker gets as its cache folder
+    assert bpy.ops.image_to_mesh.generate(filepath=str(image), resolution=RESOLUTION) == {"FINISHED"}
+    obj = bpy.context.active_object
+    assert obj.name == "mein Bild ß"
+    assert_matches_core(obj, core_mesh)
 
 
 def test_generate_from_blender_image_adds_cores_mesh(core_mesh):
@@ -141,6 +159,7 @@ def test_saved_file_keeps_the_object(tmp_path):
     assert obj.data.materials[0].node_tree.nodes.get("Color Attribute") is not None
 
 
+@posix_only
 def test_jobs_run_in_one_kept_worker_process_and_a_killed_one_is_replaced(ext):
     bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), resolution=RESOLUTION)
     worker = ext.worker_session.current_client()

@@ -11,6 +11,7 @@ from PIL import Image
 
 from core.preprocess import MAX_SIDE
 from tests.blender.support import data_names
+from tests.procfs import linux_only
 
 WIDTH, HEIGHT = 5000, 3000  # 15 MP: as float32 RGBA 240 MB, the size a full read would hand on
 FULL_FLOAT_MB = WIDTH * HEIGHT * 4 * 4 / 2**20
@@ -59,6 +60,7 @@ def huge_png(tmp_path_factory) -> Path:
     return path
 
 
+@linux_only
 def test_huge_image_from_a_file_is_scaled_in_blender_and_left_untouched(ext, huge_png):
     image = bpy.data.images.load(str(huge_png))
     before, names = fingerprint(image), data_names()
@@ -78,6 +80,7 @@ def test_huge_image_from_a_file_is_scaled_in_blender_and_left_untouched(ext, hug
     assert bpy.data.images[image.name] == image and len(bpy.data.images) == len(names["images"])
 
 
+@linux_only
 def test_huge_image_with_unsaved_edits_keeps_them_and_is_shrunk(ext):
     image = bpy.data.images.new("Painted", WIDTH, HEIGHT, alpha=True)
     image.pixels.foreach_set((halves(WIDTH, HEIGHT)[::-1].astype(np.float32) / 255).ravel())

@@ -7,6 +7,7 @@ import bpy
 import pytest
 
 from tests.blender.support import INPUT_PNG, data_names, poll_until, start_job
+from tests.procfs import posix_only
 
 RESOLUTION = 32
 
@@ -69,6 +70,7 @@ def test_cancel_operator_stops_the_running_job(ext):
     assert not bpy.ops.image_to_mesh.cancel.poll()
 
 
+@posix_only
 def test_worker_killed_mid_job_is_a_clear_error_and_recovers(ext):
     import os
     import signal
@@ -162,3 +164,122 @@ def test_exr_file_is_read_through_blender_and_leaves_no_image(tmp_path):
     after = data_names()
     assert after["images"] == before["images"]
     assert [o.name for o in bpy.data.objects] == ["cat"]
+
+
+class Event:
+    """What modal() reads of a window-manager event (bpy.types.Event cannot be made from Python)."""
+
+    def __init__(self, type, value="NOTHING"):
+        self.type, self.value = type, value
+
+
+MALFORMED_WORKER = """#!{python}
+import sys
+sys.path.insert(0, {root!r})
+from core.worker_protocol import read_message, write_message
+header, _ = read_message(sys.stdin.buffer)
+write_message(sys.stdout.buffer, {{"type": "accepted", "job": header["job"]}})
+write_message(sys.stdout.buffer, {{"type": "progress", "job": header["job"]}})  # no stage, no fraction
+sys.stdin.buffer.read()
+"""
+
+
+def test_modal_error_ends_the_job_frees_the_button_and_reports(ext, tmp_path):
+    """A worker whose reply breaks the protocol makes job.poll() raise inside modal(): the job still ends, the
+    timer goes, the error is shown, and the next Generate works."""
+    import sys
+
+    from tests.blender.support import REPO_ROOT
+
+    worker = tmp_path / "worker"
+    worker.write_text(MALFORMED_WORKER.format(python=sys.executable, root=str(REPO_ROOT)))
+    worker.chmod(0o755)
+    before = data_names()
+    job = ext.generate.GenerateJob(ext.generate.build_request(bpy.context, filepath=str(INPUT_PNG), resolution=32),
+                                   python=str(worker))
+    job.start()
+    reports = []
+    run = ext.generate.QueueRun.for_job(bpy.context, job, lambda kind, text: reports.append((kind, text)))
+    assert run.modal(bpy.context, Event("MOUSEMOVE")) == {"PASS_THROUGH"}
+    deadline = time.monotonic() + 30
+    while (result := run.modal(bpy.context, Event("TIMER"))) == {"RUNNING_MODAL"} and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    assert result == {"CANCELLED"}
+    assert ext.generate.active_job() is None and run.timer is None
+    assert ext.worker_session.current_client() is None  # the worker that broke the protocol was ended
+    assert [kind for kind, _ in reports] == [{"ERROR"}]
+    assert "unexpected error (KeyError: 'stage')" in reports[0][1]
+    status = bpy.context.window_manager.image_to_mesh_job
+    assert not status.running and status.error == reports[0][1]
+    assert data_names() == before
+    assert bpy.ops.image_to_mesh.generate.poll()
+    assert bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), resolution=RESOLUTION) == {"FINISHED"}
+
+
+def test_modal_steps_add_the_object_and_esc_cancels(ext):
+    reports = []
+    run = ext.generate.QueueRun.for_job(bpy.context, start_job(ext), lambda kind, text: reports.append((kind, text)))
+    deadline = time.monotonic() + 60
+    while (result := run.modal(bpy.context, Event("TIMER"))) == {"RUNNING_MODAL"} and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert result == {"FINISHED"} and run.timer is None
+    assert [o.name for o in bpy.data.objects] == ["input"] and reports[0][1].startswith("Added 'input'")
+
+    before = data_names()
+    run = ext.generate.QueueRun.for_job(bpy.context, start_job(ext, resolution=256),
+                                        lambda *report: reports.append(report))
+    assert run.modal(bpy.context, Event("ESC", "PRESS")) == {"RUNNING_MODAL"}
+    deadline = time.monotonic() + 60
+    while (result := run.modal(bpy.context, Event("TIMER"))) == {"RUNNING_MODAL"} and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert result == {"CANCELLED"} and reports[-1] == ({"INFO"}, "Generate 3D cancelled; nothing was added.")
+    assert data_names() == before and ext.generate.active_job() is None
+
+
+def linked_collection_active(tmp_path):
+    """Make a collection linked from another .blend the active one (new objects cannot go into it)."""
+    library_file = tmp_path / "library.blend"
+    props = bpy.data.collections.new("Props")
+    bpy.data.libraries.write(str(library_file), {props})
+    bpy.data.collections.remove(props)
+    with bpy.data.libraries.load(str(library_file), link=True) as (_, linked):
+        linked.collections = ["Props"]
+    bpy.context.scene.collection.children.link(linked.collections[0])
+    view_layer = bpy.context.view_layer
+    view_layer.active_layer_collection = view_layer.layer_collection.children["Props"]
+    assert bpy.context.collection.library is not None
+
+
+def test_linked_active_collection_is_a_clear_error_and_leaves_no_orphans(tmp_path):
+    linked_collection_active(tmp_path)
+    message = generate_fails("cannot be added to the active collection 'Props'", filepath=str(INPUT_PNG))
+    assert "is linked" in message and "Outliner" in message
+    assert (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.objects)) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("arguments, match", [
+    (dict(resolution=5000), r"Resolution must be a whole number from 32 to 1024, not 5000\."),
+    (dict(resolution=8), r"Resolution must be a whole number from 32 to 1024, not 8\."),
+    (dict(threshold=0.0), r"Threshold must be a number of at least 0.1, not 0.0\."),
+    (dict(foreground_ratio=1.5), r"Foreground ratio must be a number from 0.5 to 1, not 1.5\."),
+])
+def test_out_of_range_settings_from_a_script_are_errors_not_clamped(arguments, match):
+    before = data_names()
+    with pytest.raises(RuntimeError, match=match):
+        bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), **arguments)
+    assert data_names() == before
+
+
+def test_the_panel_settings_take_their_limits_from_core_settings():
+    from core import settings
+
+    properties = bpy.types.Scene.bl_rna.properties["image_to_mesh"].fixed_type.properties
+    found = {name: (properties[name].default, properties[name].hard_min, properties[name].hard_max)
+             for name in ("resolution", "threshold", "foreground_ratio")}
+    assert found["resolution"] == (256, 32, 1024)
+    assert found["threshold"][:2] == pytest.approx((25.0, 0.1))  # single precision
+    assert found["foreground_ratio"] == pytest.approx((0.85, 0.5, 1.0))
+    assert settings.GenerateSettings(threshold=found["threshold"][1]).validate() is None
+    bpy.context.scene.image_to_mesh.threshold = 0.0  # the panel cannot hold a value the pipeline refuses
+    assert bpy.context.scene.image_to_mesh.threshold == pytest.approx(0.1)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.blender.support import (INPUT_PNG, REPO_ROOT, data_names, poll_until, start_job, undo_context,
                                     viewport_override)
-from tests.procfs import process_gone, rss_mb
+from tests.procfs import linux_only, process_gone, rss_mb
 
 RESOLUTION = 32
 
@@ -46,6 +46,7 @@ def test_cancel_at_each_stage_adds_nothing_and_the_next_generate_works(ext, stag
 
 # -- disabling the extension, quitting Blender
 
+@linux_only
 def test_disabling_the_extension_mid_job_ends_it_and_leaves_the_scene(addon_module, ext):
     bpy.context.collection.objects.link(bpy.data.objects.new("Mine", bpy.data.meshes.new("Mine")))
     before = data_names()
@@ -84,6 +85,7 @@ QUIT_SCRIPT = textwrap.dedent("""
 """)
 
 
+@linux_only
 def test_quitting_blender_mid_job_ends_the_worker_and_leaves_no_files(tmp_path):
     temp, profile = tmp_path / "temp", tmp_path / "profile"
     temp.mkdir()
@@ -104,6 +106,7 @@ def test_quitting_blender_mid_job_ends_the_worker_and_leaves_no_files(tmp_path):
 
 # -- a worker killed an instant before a Generate
 
+@linux_only
 def test_generate_right_after_the_idle_worker_was_killed_works(ext):
     for _ in range(3):  # a race: several tries
         bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), resolution=RESOLUTION)
@@ -120,6 +123,7 @@ RUNS = 20
 GROWTH_BOUND_MB = 25.0  # each run's mesh is ~0.9 MB of vertices/colours/faces: keeping them would pass this
 
 
+@linux_only
 def test_twenty_generates_with_undo_and_redo_keep_memory_flat_and_leave_no_orphans(ext):
     blender, worker = [], []
     with undo_context():

@@ -7,6 +7,7 @@ from PIL import Image
 from core.errors import Cancelled, InputError
 from core.pipeline import GenerateSettings, generate
 from core.weights import load_model
+from tests.procfs import linux_only
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def oom_above(model, monkeypatch, rows):
     def limited(features):
         sizes.append(len(features))
         if len(features) > rows:
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(features) * 256} bytes")
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(features) * 256} bytes")
         return decode(features)
 
     monkeypatch.setattr(model, "_decode", limited)
@@ -114,9 +115,12 @@ def test_out_of_gpu_memory_retries_only_the_extraction_with_smaller_chunks(model
     assert model.query_chunk_size == chunk_size
 
 
-def test_out_of_gpu_memory_even_with_small_chunks_is_a_model_error(model, tiny_model_dir, monkeypatch):
+@pytest.mark.parametrize("torch_release", ["current", "before 2.5"])
+def test_out_of_gpu_memory_even_with_small_chunks_is_a_model_error(model, tiny_model_dir, monkeypatch, torch_release):
     from core.errors import ModelError
 
+    if torch_release == "before 2.5":
+        without_out_of_memory_alias(monkeypatch)
     chunk_size = model.query_chunk_size
     oom_above(model, monkeypatch, 100)
     with pytest.raises(ModelError, match="Out of memory on cpu while extracting mesh, even with smaller batches. "
@@ -125,6 +129,7 @@ def test_out_of_gpu_memory_even_with_small_chunks_is_a_model_error(model, tiny_m
     assert model.query_chunk_size == chunk_size
 
 
+@linux_only
 def test_running_out_of_ram_is_a_clear_model_error(tiny_model_dir):
     # A real allocation failure: the process may use only 2 GB more address space, a 1024³ grid needs 4.3 GB.
     import subprocess
@@ -136,6 +141,7 @@ import resource
 from core.errors import ModelError
 from core.pipeline import GenerateSettings, generate
 from core.weights import load_model
+from tests.procfs import linux_only
 model = load_model({str(tiny_model_dir)!r}, device="cpu")
 size = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), resource.RLIM_INFINITY))
@@ -148,3 +154,29 @@ except ModelError as error:
                             cwd=Path(__file__).resolve().parents[2])
     assert result.stdout.startswith("ModelError: The computer ran out of memory while extracting mesh. Lower the "
                                     "mesh resolution"), result.stdout + result.stderr
+
+
+def without_out_of_memory_alias(monkeypatch):
+    """torch as releases 2.1 to 2.4 have it: torch.OutOfMemoryError came in 2.5 (torch.cuda's was there)."""
+    import torch
+
+    monkeypatch.delattr(torch, "OutOfMemoryError")
+
+
+@pytest.mark.parametrize("torch_release", ["current", "before 2.5"])
+def test_an_unforeseen_model_failure_is_a_model_error_that_keeps_its_cause(model, tiny_model_dir, monkeypatch,
+                                                                           torch_release):
+    """A torch error nobody foresaw (here a real shape mismatch in the decoder) reads clearly and keeps its
+    traceback for the log, also with a torch older than 2.5."""
+    import torch
+
+    from core.errors import ModelError
+
+    if torch_release == "before 2.5":
+        without_out_of_memory_alias(monkeypatch)
+    monkeypatch.setattr(model, "_decode", lambda features: features @ torch.ones(3, 3))
+    with pytest.raises(ModelError, match="^The model failed while extracting mesh on cpu: mat1 and mat2 shapes "
+                                         "cannot be multiplied") as caught:
+        generate(model, tiny_model_dir / "input.png", GenerateSettings(resolution=32))
+    assert type(caught.value.__cause__) is RuntimeError
+

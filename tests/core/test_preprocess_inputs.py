@@ -1,6 +1,7 @@
 """Every kind of picture a user can hand prepare_image, written to real files with Pillow: it works or raises
 InputError with a message that says what to do."""
 
+import sys
 import tracemalloc
 import warnings
 
@@ -294,3 +295,40 @@ def test_array_layouts_and_dtypes(channels, dtype):
     out = prepare_image(image)
     assert_model_input(out)
     np.testing.assert_allclose(out[out.shape[0] // 2, out.shape[1] // 2], 1.0, atol=1 / 255)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the address space size from /proc (Linux)")
+def test_running_out_of_memory_while_decoding_is_not_called_a_damaged_file(tmp_path):
+    """A valid 8000×8000 PNG decoded with 32 MB of address space to spare: a MemoryError, not 'damaged'."""
+    import subprocess
+    from pathlib import Path
+
+    path = tmp_path / "big.png"
+    Image.new("L", (8000, 8000), 128).save(path)
+    code = f"""
+import resource
+from core.preprocess import load_rgba
+size = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (32 << 20), resource.RLIM_INFINITY))
+try:
+    load_rgba({str(path)!r})
+except BaseException as error:
+    print(type(error).__name__)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "MemoryError", result.stdout + result.stderr
+
+
+def test_a_bug_while_decoding_is_not_called_a_damaged_file(tmp_path, monkeypatch):
+    from PIL import ImageOps
+
+    path = tmp_path / "fine.png"
+    object_on_plain_background().save(path)
+
+    def broken(image):
+        raise AttributeError("'NoneType' object has no attribute 'getexif'")
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken)
+    with pytest.raises(AttributeError, match="getexif"):
+        load_rgba(path)

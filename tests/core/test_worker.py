@@ -1,6 +1,7 @@
 """The worker process with real processes and real signals: results, errors, cancel, crash, hang, exit."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from core.errors import Cancelled, InputError, ModelError, WorkerError
 from core.pipeline import GenerateSettings, generate
 from core.weights import load_model
 from core.worker import Failure, ModelSpec, Progress, Result, Timeouts, WorkerClient
-from tests.procfs import process_gone
+from tests.hub import add_to_hub_cache, tiny_hub_files
+from tests.procfs import linux_only, posix_only, process_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = GenerateSettings(resolution=32)
@@ -198,6 +200,7 @@ def test_run_cancels_when_progress_raises_cancelled(client, spec, image):
     assert not client.busy and client.alive
 
 
+@linux_only
 def test_cancel_of_a_worker_that_does_not_answer_ends_it(spec, image):
     client = WorkerClient(timeouts=Timeouts(grace=1.0))
     try:
@@ -215,6 +218,7 @@ def test_cancel_of_a_worker_that_does_not_answer_ends_it(spec, image):
         client.close()
 
 
+@linux_only
 def test_worker_killed_mid_job_is_a_clear_error_and_the_next_job_works(own_client, spec, image):
     own_client.run(image, SMALL, spec)
     pid = own_client.pid
@@ -236,6 +240,7 @@ def test_worker_killed_mid_job_is_a_clear_error_and_the_next_job_works(own_clien
     assert own_client.pid != pid
 
 
+@linux_only
 def test_worker_killed_while_idle_is_replaced_silently(own_client, spec, image):
     own_client.run(image, SMALL, spec)
     pid = own_client.pid
@@ -245,6 +250,7 @@ def test_worker_killed_while_idle_is_replaced_silently(own_client, spec, image):
     assert own_client.pid != pid and process_gone(pid)
 
 
+@linux_only
 @pytest.mark.parametrize("round_", range(3))  # a race: several tries make a missed one unlikely
 def test_job_sent_the_instant_after_an_idle_worker_was_killed_works(own_client, spec, image, round_):
     own_client.run(image, SMALL, spec)
@@ -254,6 +260,7 @@ def test_job_sent_the_instant_after_an_idle_worker_was_killed_works(own_client, 
     assert own_client.pid != pid and process_gone(pid)
 
 
+@linux_only
 def test_hung_worker_is_ended_after_the_timeout(spec, image):
     client = WorkerClient()
     try:
@@ -272,6 +279,7 @@ def test_hung_worker_is_ended_after_the_timeout(spec, image):
         client.close()
 
 
+@posix_only
 def test_blocking_run_also_detects_a_hang(spec, image):
     client = WorkerClient(timeouts=Timeouts(loading=2.0, silence=2.0))
     try:
@@ -283,6 +291,7 @@ def test_blocking_run_also_detects_a_hang(spec, image):
         client.close()
 
 
+@linux_only
 def test_close_ends_the_process_and_the_client_can_start_again(spec, image):
     client = WorkerClient()
     client.run(image, SMALL, spec)
@@ -294,6 +303,7 @@ def test_close_ends_the_process_and_the_client_can_start_again(spec, image):
     client.close()
 
 
+@linux_only
 def test_close_during_a_job_ends_it(spec, image):
     client = WorkerClient()
     client.submit(image, SLOW, spec)
@@ -303,6 +313,7 @@ def test_close_during_a_job_ends_it(spec, image):
     assert process_gone(pid) and not client.busy
 
 
+@posix_only
 def test_no_temporary_files_are_left(spec, image, tmp_path, monkeypatch):
     temp = tmp_path / "temp"
     temp.mkdir()
@@ -332,6 +343,7 @@ def _parent_script(ending: str) -> str:
     """)
 
 
+@linux_only
 def test_worker_ends_when_its_parent_exits_without_closing(tmp_path):
     parent = subprocess.run([sys.executable, "-c", _parent_script("pass")], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
@@ -339,6 +351,7 @@ def test_worker_ends_when_its_parent_exits_without_closing(tmp_path):
     assert wait_until(lambda: process_gone(pid), timeout=10)  # atexit closed it
 
 
+@linux_only
 def test_worker_ends_when_its_parent_is_killed(spec):
     parent = subprocess.Popen([sys.executable, "-c", _parent_script("sys.stdin.read()")], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -348,6 +361,33 @@ def test_worker_ends_when_its_parent_is_killed(spec):
         parent.kill()
         parent.wait()
         assert wait_until(lambda: process_gone(pid), timeout=15)  # stdin closed → the worker exits by itself
+    finally:
+        parent.kill()
+        parent.stdin.close()
+        parent.stdout.close()
+        parent.wait()
+
+
+@linux_only  # Windows puts the worker in a process group of its own with CREATE_NEW_PROCESS_GROUP, untested here
+def test_ctrl_c_in_the_parents_console_does_not_reach_the_worker(spec, image):
+    """A terminal sends Ctrl+C's SIGINT to its whole foreground process group: Blender's, not the worker's."""
+    script = _parent_script(textwrap.dedent("""
+        import signal
+        signal.signal(signal.SIGINT, lambda *_: print("parent got SIGINT", flush=True))
+        sys.stdin.readline()
+        print(client.alive, flush=True)
+    """).replace("\n", "\n        "))
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # like a console's group
+    try:
+        pid = int(parent.stdout.readline())
+        os.killpg(parent.pid, signal.SIGINT)
+        assert parent.stdout.readline() == "parent got SIGINT\n"
+        time.sleep(1.0)  # a worker that got it would be ending now
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline() == "True\n"
+        assert not process_gone(pid)
     finally:
         parent.kill()
         parent.stdin.close()
@@ -395,3 +435,101 @@ def test_external_interpreter_with_extra_paths_works(bare_venv, spec, image):
         assert f"at {bare_venv}" in client.log_tail()
     finally:
         client.close()
+
+
+def _site_packages() -> str:
+    return next(path for path in sys.path if path.endswith("site-packages") and Path(path, "torch").is_dir())
+
+
+def test_external_interpreter_with_too_old_torch_is_refused_at_start(bare_venv, spec, image, tmp_path):
+    """A real interpreter importing a real (if tiny) torch package of an old release, ahead of ours."""
+    from core.torch_support import MIN_TORCH
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text('__version__ = "2.0.1"\n')
+    client = WorkerClient(python=str(bare_venv), extra_paths=[tmp_path, _site_packages()])
+    try:
+        with pytest.raises(WorkerError) as caught:
+            client.run(image, SMALL, spec)
+        wanted = ".".join(map(str, MIN_TORCH))
+        assert str(caught.value).startswith(f"The Python at {bare_venv} has PyTorch 2.0.1; Image to Mesh needs "
+                                            f"{wanted} or newer. Install PyTorch {wanted} or newer there")
+        assert "has PyTorch 2.0.1" in client.log_tail()  # said at start, before any job
+        assert client.alive  # the worker stays up and answers every job the same way
+    finally:
+        client.close()
+
+
+def test_external_interpreter_without_torch_is_refused_at_start(bare_venv, spec, image, tmp_path):
+    ours = Path(_site_packages())
+    for name in ("numpy", "numpy.libs"):  # what core's protocol needs, and nothing else
+        if (ours / name).exists():
+            (tmp_path / name).symlink_to(ours / name)
+    client = WorkerClient(python=str(bare_venv), extra_paths=[tmp_path])
+    try:
+        with pytest.raises(WorkerError, match=f"^The Python at {bare_venv} has no usable PyTorch "
+                                              r"\(No module named 'torch'\)\. Install PyTorch"):
+            client.run(image, SMALL, spec)
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="limits the worker's address space with the POSIX shell's ulimit")
+def test_a_model_error_keeps_its_cause_in_the_worker_log(spec, image, tmp_path):
+    """A worker that may use 2.4 GB of address space runs out of memory on a 1024³ grid (4.3 GB): the user sees
+    the clear message, the log the whole traceback down to the MemoryError."""
+    python = tmp_path / "python-with-less-memory"
+    python.write_text(f'#!/bin/sh\nulimit -v 2500000\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    client = WorkerClient(python=str(python))
+    try:
+        with pytest.raises(ModelError, match="^The computer ran out of memory while extracting mesh"):
+            client.run(image, GenerateSettings(resolution=1024), spec)
+        log = client.log_tail(200)
+        assert "MemoryError: Unable to allocate 4.00 GiB for an array with shape (1024, 1024, 1024)" in log
+        assert "The above exception was the direct cause of the following exception" in log
+    finally:
+        client.close()
+
+
+# Paths with spaces and non-ASCII characters (as in many users' home folders) for the image, a local model folder
+# and the model cache, end to end through the worker process.
+ODD = "Ordner mit Leerzeichen – Müller 画像 é"
+REPO_ID = "tester/tiny-triposr"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def odd_image(tmp_path, tiny_model_dir):
+    folder = tmp_path / ODD / "Bilder"
+    folder.mkdir(parents=True)
+    return shutil.copy(tiny_model_dir / "input.png", folder / "mein Bild – ß.png")
+
+
+def test_image_and_model_folder_with_spaces_and_non_ascii(client, tmp_path, tiny_model_dir, odd_image):
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / ODD / "Modèle TripoSR")
+    spec = ModelSpec(source=str(model_dir), device="cpu", allow_download=False)
+    mesh = client.run(odd_image, GenerateSettings(resolution=32), spec)
+    assert len(mesh.vertices) == 11627
+    assert f"loaded {model_dir} on cpu" in client.log_tail()
+
+
+def test_model_cache_folder_with_spaces_and_non_ascii(client, tmp_path, tiny_model_dir, odd_image, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the worker inherits it: the cache alone must serve the model
+    cache = tmp_path / ODD / "Cache für Modelle"
+    add_to_hub_cache(cache, REPO_ID, REVISION, tiny_hub_files(tiny_model_dir))
+    spec = ModelSpec(source=REPO_ID, revision=REVISION, device="cpu", cache_dir=str(cache), allow_download=False)
+    mesh = client.run(odd_image, GenerateSettings(resolution=32), spec)
+    assert len(mesh.vertices) == 11627
+
+
+def test_saving_the_mesh_under_an_odd_path(tmp_path):
+    from core.mesh import Mesh
+
+    mesh = Mesh(vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 2]]),
+                colors=np.full((3, 3), 0.5, np.float32))
+    for suffix in (".ply", ".obj"):
+        target = tmp_path / ODD / f"Ergebnis – ü{suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mesh.save(target)
+        np.testing.assert_array_equal(Mesh.load(target).faces, mesh.faces)

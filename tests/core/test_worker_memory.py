@@ -9,7 +9,9 @@ from PIL import Image
 
 from core.pipeline import GenerateSettings
 from core.worker import ModelSpec, WorkerClient
-from tests.procfs import rss_mb
+from tests.procfs import linux_only, rss_mb
+
+pytestmark = linux_only
 
 RUNS = 20
 # A 64³ mesh of the tiny model is ~50k vertices (~1.8 MB of arrays): keeping each run's mesh or image anywhere
