@@ -3,11 +3,16 @@
 #   make test      set up .venv, then the whole test suite
 #   make package   the installable extension zip(s) in dist/
 #   make blender-matrix   install each Linux zip into each Blender line's bpy and generate (scripts/blender_matrix.py)
+#   make train-demo   train (or continue training) the demo model; make export-demo copies it to models/demo
+#   make gpu-check on a CUDA machine: parity with the CPU, the float16 bound, image -> mesh timings and memory
 # Variables: MODEL=folder (demo: a local model), IMAGE=file (demo input),
 #   PLATFORMS="linux-x64 windows-x64 macos-arm64", BLENDER_LINES="4.2 4.5-5.0 5.2" (package),
 #   PYTHON313=python3.13, MATRIX_DIR=folder (blender-matrix: Python 3.13 for Blender 5.2, where its environments live),
 #   TORCH_SOURCE=folder-or-index-url (package: where the CPU torch wheels come from),
-#   PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" (venv: e.g. the small CPU torch).
+#   PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" (venv: e.g. the small CPU torch),
+#   TRAIN_DIR=folder (train-demo/export-demo: the run's checkpoints; default ~/.cache/image_to_mesh/training/demo),
+#   TRAIN_ARGS="--threads 1" (train-demo: more options for python -m training.train).
+#   GPU_PYTHON=python (gpu-check: one whose torch is a CUDA build; .venv's is the CPU one).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -25,7 +30,7 @@ MATRIX_DIR ?= $(HOME)/.cache/image_to_mesh/blender-matrix
 SYSTEM_LIBS := libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libx11-6 libxi6 libxrender1 \
 	libxfixes3 libxext6 libsm6 libice6 libxkbcommon0
 
-.PHONY: test demo package blender-matrix venv system-libs examples clean
+.PHONY: test demo package blender-matrix venv system-libs examples gpu-check clean train-demo export-demo
 
 test: system-libs venv
 	$(PY) -m pytest -q
@@ -40,6 +45,18 @@ package: venv
 blender-matrix: system-libs venv
 	$(PY) scripts/blender_matrix.py --work-dir "$(MATRIX_DIR)" --python3.11 "$(PYTHON)" --python3.13 "$(PYTHON313)" \
 		$(if $(TORCH_SOURCE),--torch-source "$(TORCH_SOURCE)")
+
+TRAIN_DIR ?= $(HOME)/.cache/image_to_mesh/training/demo
+
+# Resumes from TRAIN_DIR; with no run there yet, continues from the committed models/demo (or starts afresh).
+train-demo: venv
+	$(PY) -m training.train --preset demo --out "$(TRAIN_DIR)" $(if $(wildcard models/demo/model.ckpt),--init models/demo) $(TRAIN_ARGS)
+
+export-demo: venv
+	$(PY) -m training.export --run "$(TRAIN_DIR)" --to models/demo
+
+gpu-check: venv
+	$(or $(GPU_PYTHON),$(PY)) benchmarks/gpu_check.py $(if $(MODEL),--model "$(MODEL)")
 
 examples: system-libs venv
 	$(PY) scripts/make_examples.py

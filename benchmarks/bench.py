@@ -5,9 +5,10 @@
 
 Without --model it builds a full-size TripoSR (official dimensions, random weights from a fixed seed) and saves it
 as an official-format checkpoint, so loading is measured too. Each path runs in its own process, so the peak
-memory printed is that path's alone; the smooth field's extraction ratio comes from both paths taking turns in
-one process (a shared machine's speed can drift too much between processes minutes apart). Two fields are extracted:
-the image's own field (random weights: noise) and a smooth synthetic field (smooth triplanes); random weights
+memory printed is that path's alone; the synthetic fields' extraction ratios come from both paths taking turns in
+one process (a shared machine's speed can drift too much between processes minutes apart). Three fields are extracted:
+the image's own field (random weights: noise), a smooth synthetic field (smooth triplanes) and a busier one with
+more surface (~1 M faces at 256³); the smooth one also at --hires by the fast path alone. Random weights
 give a nearly constant density, so each field's raw density is scaled and shifted (the decoder's last layer) to
 a trained model's dynamic range with a surface inside. The fast meshes are compared with the dense ones. With
 --reference-code/--reference-python the reference TripoSR's own implementation is timed too, on the same model,
@@ -33,7 +34,7 @@ from core.extract import ExtractionStats, extract_mesh  # noqa: E402
 from core.preprocess import prepare_image  # noqa: E402
 from core.weights import load_model, official_state_dict  # noqa: E402
 from shared import peak_rss_mb, smooth_scene_code, timed  # noqa: E402
-from tests.meshdiff import compare as mesh_diff  # noqa: E402
+from tests.meshdiff import compare as mesh_diff, surface_points  # noqa: E402
 
 INSIDE_FRACTION = 0.15  # of the grid above the threshold in a calibrated field
 LOG_DENSITY_STD = 3.0
@@ -74,6 +75,10 @@ renderer:
 
 # Each path: (query chunk, coarse-to-fine). "dense" is what the reference does: every grid point, chunks of 8192.
 PATHS = {"dense": (8192, False), "fast": (None, True)}
+RADIUS = 0.87  # the official config's (above)
+FIELDS = ("image", "smooth", "busy")  # the image's own field, a smooth one, and one with more of it (~1 M faces)
+RATIO_FIELDS = ("smooth", "busy")  # the synthetic ones, whose extraction ratio comes from ratio_runs
+BUSY_PATTERN = 6
 
 
 def random_model():
@@ -130,7 +135,7 @@ def calibrated(model, calibration):
 
 def run_path(args) -> dict:
     """One path in this process: load, prepare, encode by stage, extract both fields; writes meshes + JSON. The
-    fast path then extracts the smooth field with both paths in turn (see ratio_runs)."""
+    fast path then extracts the synthetic fields with both paths in turn (see ratio_runs)."""
     out = Path(args.out)
     coarse_to_fine = PATHS[args.path][1]
     report = {"path": args.path}
@@ -141,11 +146,12 @@ def run_path(args) -> dict:
         tokens, report["vit_s"] = timed(lambda: model.image_tokens(resized))
         tokens, report["backbone_s"] = timed(lambda: model.backbone_tokens(tokens))
         codes, report["upsample_s"] = timed(lambda: model.scene_codes(tokens).float())
-    fields = {"image": codes[0], "smooth": smooth_scene_code(codes[0])}
+    fields = {"image": codes[0], "smooth": smooth_scene_code(codes[0]),
+              "busy": smooth_scene_code(codes[0], BUSY_PATTERN)}
     calibrations = json.loads(args.calibrations) if args.calibrations else {}
 
     def extract(name, resolution, path=args.path):
-        if name == "smooth" or args.calibrate:  # the smooth field is synthetic: always calibrate it
+        if name in RATIO_FIELDS or args.calibrate:  # the synthetic fields: always calibrate them
             if name not in calibrations:
                 calibrations[name] = calibration_for(model, fields[name])
             with calibrated(model, calibrations[name]):
@@ -157,10 +163,12 @@ def run_path(args) -> dict:
         np.savez(out / f"{args.path}_{name}_{args.resolution}.npz", vertices=mesh.vertices, faces=mesh.faces)
     report["peak_mb"] = peak_rss_mb()
     if coarse_to_fine and args.hires:
-        _, report[f"smooth_{args.hires}"] = extract("smooth", args.hires)  # the noise field would be ~40 M faces
+        mesh, report[f"smooth_{args.hires}"] = extract("smooth", args.hires)  # the noise field: ~40 M faces
+        report[f"smooth_{args.hires}"]["surface_points"] = surface_points(mesh.vertices, args.hires, RADIUS)
         report["peak_hires_mb"] = peak_rss_mb()
     if coarse_to_fine:
-        report["ratio_runs"] = ratio_runs(lambda path: extract("smooth", args.resolution, path)[1], args.repeat)
+        report["ratio_runs"] = {name: ratio_runs(lambda path: extract(name, args.resolution, path)[1], args.repeat)
+                                for name in RATIO_FIELDS}
         with calibrated(model, calibrations["smooth"]):
             report["asset"] = asset_run(model, fields["smooth"], args.resolution)
     report["calibrations"] = calibrations
@@ -169,7 +177,7 @@ def run_path(args) -> dict:
 
 
 def ratio_runs(extract, repeat: int) -> dict:
-    """The smooth field extracted by the dense and the fast path in turn, `repeat` times each, in one process:
+    """A field extracted by the dense and the fast path in turn, `repeat` times each, in one process:
     a shared machine's speed can drift by tens of percent over minutes, so the two paths' own runs (minutes apart, in
     separate processes) are not comparable enough for a ratio. Each path's fastest run is kept."""
     best = {}
@@ -213,7 +221,8 @@ def extract_field(model, code, resolution: int, path: str):
                 radius=model.config.renderer.radius, coarse_to_fine=False, stats=stats))
         finally:
             model.query_chunk_size = default_chunk
-    return mesh, {"extract_s": seconds, "grid_s": stats.grid_seconds, "mc_s": stats.marching_cubes_seconds,
+    return mesh, {"extract_s": seconds, "density_evaluations": stats.density_evaluations,
+                  "grid_s": stats.grid_seconds, "mc_s": stats.marching_cubes_seconds,
                   "color_s": stats.color_seconds, "evaluations": stats.density_evaluations + stats.color_evaluations,
                   "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
 
@@ -222,7 +231,7 @@ def compare(out: Path, key: str, resolution: int) -> str:
     """Fast mesh vs dense mesh: identical, or by how much the bound CoarseToFine documents is used (whole
     separate pieces missed), or where the bound breaks."""
     fast, dense = (np.load(out / f"{path}_{key}.npz") for path in ("fast", "dense"))
-    spacing = 2 * 0.87 / (resolution - 1)
+    spacing = 2 * RADIUS / (resolution - 1)
     if fast["vertices"].shape == dense["vertices"].shape and fast["faces"].shape == dense["faces"].shape:
         a, b = (m["vertices"][np.lexsort(m["vertices"].T[::-1])] for m in (fast, dense))
         return f"identical counts, max |Δv| = {np.abs(a - b).max() / spacing:.1e} spacing"
@@ -256,16 +265,16 @@ def print_table(dense: dict, fast: dict, reference: dict | None, args, out: Path
     row("image → scene codes", encode["dense"], encode["fast"], reference.get("encode_s"))
     runs = fast["ratio_runs"]
     extraction = {}
-    for field in ("image", "smooth"):
+    for field in FIELDS:
         key = f"{field}_{resolution}"
-        if field == "smooth":
-            d, f, r = runs["dense"], runs["fast"], reference.get(key, {})
+        if field in RATIO_FIELDS:
+            d, f, r = runs[field]["dense"], runs[field]["fast"], reference.get(key, {})
         else:
             d, f, r = dense[key], fast[key], {}
         extraction[field] = d["extract_s"], f["extract_s"]
         print(f"-- {field} field at {resolution}³: {f['vertices']:,} vertices, {f['faces']:,} faces; "
               f"{compare(out, key, resolution)}" + (f" (reference code: {r['faces']:,} faces)" if r else ""))
-        if field == "smooth":
+        if field in RATIO_FIELDS:
             print(f"   (best of {args.repeat} per path, the two paths taking turns in one process)")
         row("  density grid", d["grid_s"], f["grid_s"], r.get("grid_s"))
         row("  marching cubes", d["mc_s"], f["mc_s"], r.get("mc_s"))
@@ -273,8 +282,10 @@ def print_table(dense: dict, fast: dict, reference: dict | None, args, out: Path
         row("  mesh extraction total", d["extract_s"], f["extract_s"], r.get("extract_s"))
         print(f"{'  MLP evaluations':42} {d['evaluations']:>20,} {f['evaluations']:>10,} "
               f"{d['evaluations'] / f['evaluations']:6.1f}x")
+        dense_mesh = np.load(out / f"dense_{key}.npz")
+        print_surface_ratio(d, f, surface_points(dense_mesh["vertices"], resolution, RADIUS))
     shared_encode = min(encode.values())  # the same code in both paths: the gap between them is the machine's
-    for field in ("image", "smooth"):
+    for field in FIELDS:
         key = f"{field}_{resolution}"
         dense_total, fast_total = (dense["prepare_s"] + shared_encode + extraction[field][0],
                                    fast["prepare_s"] + shared_encode + extraction[field][1])
@@ -289,14 +300,23 @@ def print_table(dense: dict, fast: dict, reference: dict | None, args, out: Path
           f"{a['unwrap_s']:.2f} s, texture from the field {a['paint_s']:.2f} s")
     if hires:
         h = fast[f"smooth_{hires}"]
-        print(f"fast path at {hires}³, smooth field: extraction {h['extract_s']:.2f} s, {h['evaluations']:,} MLP "
-              f"evaluations ({h['evaluations'] / hires**3:.1%} of the grid), {h['faces']:,} faces, "
-              f"peak memory {fast['peak_hires_mb']:.0f} MB")
+        print(f"-- smooth field at {hires}³, fast path only: {h['faces']:,} faces; extraction {h['extract_s']:.2f} s "
+              f"(density grid {h['grid_s']:.2f} s), {h['evaluations']:,} MLP evaluations "
+              f"({h['evaluations'] / hires**3:.1%} of the grid); peak memory {fast['peak_hires_mb']:.0f} MB")
+        print_surface_ratio(None, h, h["surface_points"])
     if reference:
         print("reference code: the reference TripoSR's own implementation (smooth field only; its image "
               "preprocessing not timed, the same prepared pixels as the other paths)")
     for key, value in setup.items():
         print(f"{key}: {value}")
+
+
+def print_surface_ratio(dense: dict | None, fast: dict, points: int):
+    """Density evaluations per grid point the surface touches (see surface_points): 1.0 would be no waste."""
+    dense_part = f"{dense['density_evaluations'] / points:>20.2f}" if dense else f"{'':>20}"
+    print(f"{'  density evaluations ÷ surface grid points':42} {dense_part} "
+          f"{fast['density_evaluations'] / points:>10.2f}"
+          f"   ({points:,} grid points at the ends of the grid edges the surface crosses)")
 
 
 def run_reference(args, model: Path, out: Path, calibration) -> dict:
@@ -319,7 +339,7 @@ def main():
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--hires", type=int, default=512, help="also run the fast path at this resolution (0: no)")
     parser.add_argument("--repeat", type=int, default=2,
-                        help="smooth-field extractions per path for the ratio, the paths taking turns (default 2)")
+                        help="synthetic-field extractions per path for the ratio, the paths taking turns (default 2)")
     parser.add_argument("--reference-code", help="a checkout of the reference TripoSR, to time its own code too")
     parser.add_argument("--reference-python", help="the Python that has the reference's requirements installed")
     parser.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)

@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 
 
-def smooth_scene_code(like: torch.Tensor) -> torch.Tensor:
-    """Triplanes that vary slowly (a 4×4 random pattern upsampled), so the field has a large smooth surface."""
+def smooth_scene_code(like: torch.Tensor, pattern: int = 4) -> torch.Tensor:
+    """Triplanes that vary slowly (a pattern × pattern random grid upsampled), so the field has a large smooth
+    surface; a finer pattern gives more of it."""
     generator = torch.Generator().manual_seed(7)
-    coarse = torch.randn(3, like.shape[1], 4, 4, generator=generator) * like.std()
+    coarse = torch.randn(3, like.shape[1], pattern, pattern, generator=generator) * like.std()
     return torch.nn.functional.interpolate(coarse, like.shape[-2:], mode="bicubic", align_corners=True)
 
 

@@ -47,6 +47,8 @@ class BackboneConfig:
     num_layers: int = 16
     cross_attention_dim: int = 768
     norm_num_groups: int = 32
+    # Camera-aligned sin-cos position codes (core/position_codes.py); not part of the released model.
+    position_codes: bool = False
 
     @property
     def inner_dim(self) -> int:
@@ -127,7 +129,7 @@ _IGNORED_FIELDS = {
 }
 _DENSITY_ACTIVATIONS = ("exp", "trunc_exp")  # trunc_exp only differs in its gradient
 _ACTIVATIONS = ("silu", "relu")
-_CODE_DEFAULTS = {"norm_num_groups"}  # dataclass fields the official file leaves to the code
+_CODE_DEFAULTS = {"norm_num_groups", "position_codes"}  # dataclass fields the official file leaves to the code
 _MISSING = object()
 _INTERPOLATION = re.compile(r"\$\{([^${}]+)\}")
 
@@ -319,6 +321,12 @@ class _Reader:
             raise ModelError(f"{self.path}: 'backbone.in_channels' must equal 'tokenizer.num_channels'.")
         if config.backbone.cross_attention_dim != config.vit.hidden_size:
             raise ModelError(f"{self.path}: 'backbone.cross_attention_dim' must equal the ViT hidden size.")
+        from . import position_codes  # imports torch: only when a config is read to build a model
+
+        if config.backbone.position_codes and (config.backbone.attention_head_dim < 4 * position_codes.FREQUENCIES
+                                               or config.backbone.in_channels < 6 * position_codes.FREQUENCIES):
+            raise ModelError(f"{self.path}: 'backbone.position_codes' needs attention_head_dim ≥ "
+                             f"{4 * position_codes.FREQUENCIES} and in_channels ≥ {6 * position_codes.FREQUENCIES}.")
         if config.backbone.in_channels % config.backbone.norm_num_groups:
             raise ModelError(f"{self.path}: 'backbone.in_channels' must be a multiple of 'backbone.norm_num_groups'.")
 
@@ -342,8 +350,9 @@ def save_config(config: ModelConfig, folder) -> Path:
         "decoder": dataclasses.asdict(config.decoder),
         "renderer": dict(dataclasses.asdict(config.renderer), density_activation="exp", num_samples_per_ray=128),
     }
-    if config.backbone.norm_num_groups == BackboneConfig.norm_num_groups:  # left to the code, as upstream does
-        del sections["backbone"]["norm_num_groups"]
+    for name in _CODE_DEFAULTS:  # left to the code when at their defaults, as upstream does
+        if getattr(config.backbone, name) == getattr(BackboneConfig, name):
+            del sections["backbone"][name]
     raw = {"cond_image_size": config.cond_image_size}
     for name, section in sections.items():
         raw[f"{name}_cls"] = KNOWN_CLASSES[f"{name}_cls"]

@@ -5,6 +5,7 @@ The grid is TripoSR's: `resolution` points per axis from −radius to +radius, e
 [i, j, k] ↔ world (x, y, z). Marching cubes runs on (density − threshold) at level 0, as the reference does.
 """
 
+import functools
 import itertools
 import math
 import time
@@ -28,22 +29,24 @@ Progress = Optional[Callable[[float], None]]
 
 @dataclass
 class CoarseToFine:
-    """Where the coarse-to-fine grid evaluates the field at full resolution.
+    """Where the coarse-to-fine grid evaluates the field, so that the cost follows the surface.
 
-    The field is first sampled every `strides[0]` grid points. A block (stride³ grid cells) is kept when its
-    corners straddle the threshold, or when a corner's log-density comes close to log(threshold): within
-    `slope_factor` times the local slope (the largest log-density step between neighbouring samples around the
-    block), and never more than `margin` (TripoSR's density is exp(raw − 1), so these are the MLP's raw units).
-    The slope term keeps flat fields from refining everywhere; in steep ones the margin decides. Kept blocks are
-    sampled at the next stride and their sub-blocks judged the same way, with the margin scaled by the stride
-    (a bump rises above its nearest sample by at most slope × distance); the blocks kept at the last stride are
-    evaluated at every grid point. Then every last-stride block whose exactly evaluated boundary points show the
-    surface entering it is evaluated too, until no block is pulled in: each surface piece that touches an
-    evaluated block is traced completely. So the mesh is the dense one minus, at most, whole separate pieces
-    that lie between the samples (no sample inside them) while the field at every sample around them stays
-    further below the threshold than the margin allows for: pieces thinner than the sample spacing in at least
-    one direction, such as a steep speck or a sliver (tests/core/test_extract.py shows both; benchmarks/ counts
-    them on full-size fields).
+    The field is first sampled every `strides[0]` grid points. Wherever two neighbouring samples lie on
+    different sides of the threshold, the grid points between them are evaluated, and the cells around each grid
+    edge the surface crosses seed a trace: a traced cell's corners are evaluated, and each of its faces the
+    surface crosses leads into the next cell, until no new cell is reached. Marching cubes then runs on the
+    traced cells only: every surface piece that crosses a line between two samples is traced whole, and nothing
+    else is evaluated at full resolution. A block (stride³ grid cells) is looked into at the next stride, and at
+    the last stride evaluated at every grid point, when a separate piece may hide in it: its corners are on one
+    side, the nearest within `margin` of log(threshold) (TripoSR's density is exp(raw − 1), so these are the MLP's
+    raw units; scaled by the stride at finer levels), and some grid point inside lies, from every corner, within
+    `slope_factor` × the local slope × its distance of the threshold (the slope: the largest log-density step
+    between neighbouring samples around the block, per axis, as a vector's length); or its corners straddle the
+    threshold but the field bends more across it than it changes over half a cell, as noise does. So the mesh is
+    the dense one minus, at most, whole separate pieces that lie between the samples (no sample inside them),
+    where the samples around them stay further from the threshold than the margin and the slope allow, or beside
+    a smooth traced surface: pieces thinner than the sample spacing in at least one direction, such as a steep
+    speck or a sliver (tests/core/test_extract.py shows both; benchmarks/ counts them on full-size fields).
     """
 
     strides: tuple[int, ...] = (4, 2)
@@ -58,8 +61,8 @@ class ExtractionStats:
     resolution: int = 0
     density_evaluations: int = 0
     color_evaluations: int = 0
-    refined_blocks: int = 0
-    total_blocks: int = 0
+    refined_blocks: int = 0  # coarse-to-fine: the grid cells marching cubes visits (the traced ones) …
+    total_blocks: int = 0  # … of all grid cells
     grid_seconds: float = 0.0
     marching_cubes_seconds: float = 0.0
     color_seconds: float = 0.0
@@ -159,49 +162,112 @@ class _GridSampler:
 
 
 def _coarse_to_fine_grid(sampler: _GridSampler, threshold, config: CoarseToFine, progress):
-    """Fills the sampler's grid with values that are exact in every block that may hold surface; returns it and
-    the marching-cubes cell mask of those blocks (skimage's mask[i+1, j+1, k+1] selects cell (i, j, k))."""
-    grid, flat, res = sampler.grid, sampler.flat, sampler.resolution
+    """Fills the sampler's grid with exact values at the corners of every cell of each traced surface piece;
+    returns it and the marching-cubes mask of those cells (skimage's mask[i+1, j+1, k+1] selects cell (i, j, k))."""
+    grid, res = sampler.grid, sampler.resolution
     lattices = [_Lattice(res, stride) for stride in config.strides]
-
     top = lattices[0]
     sampler.evaluate(np.ravel_multi_index(np.ix_(top.coords, top.coords, top.coords), grid.shape).ravel())
-    progress(0.05)
-    keep, side = _judge_blocks(grid, top, threshold, config.margin, config.slope_factor)
-    if not keep.any():
-        raise _no_surface(grid, threshold)
-    for level, (parent, child) in enumerate(zip(lattices, lattices[1:]), start=1):
-        _evaluate_closures(sampler, parent, np.argwhere(keep), child.stride)
-        progress(0.05 + 0.2 * level / len(lattices))
-        parent_of = parent.block_of[child.coords[:-1]]
-        region = np.ix_(parent_of, parent_of, parent_of)
-        child_keep, child_side = _judge_blocks(grid, child, threshold, config.margin * child.stride / top.stride,
-                                               config.slope_factor)
-        keep, side = keep[region], side[region]
-        side = np.where(keep, child_side, side)  # blocks inside a kept parent have exact corners of their own
-        keep &= child_keep
+    seeds, search = [], None
+    for level, lattice in enumerate(lattices):
+        if search is not None:  # the near blocks of the coarser level, sampled at this level's stride
+            parent = lattices[level - 1]
+            _evaluate_closures(sampler, parent, np.argwhere(search), lattice.stride)
+            parent_of = parent.block_of[lattice.coords[:-1]]
+            search = search[np.ix_(parent_of, parent_of, parent_of)]
+        blocks = np.argwhere(np.ones((lattice.blocks,) * 3, bool) if search is None else search)
+        straddle, near = _judge_blocks(grid, lattice, blocks, threshold, config.margin * lattice.stride / top.stride,
+                                       config.slope_factor)
+        if search is None and not (straddle | near).any():
+            raise _no_surface(grid, threshold)
+        seeds.append(_crossing_cells(sampler, lattice, threshold))
+        search = near
+        progress(0.05 + 0.2 * (level + 1) / len(lattices))
+    finest = lattices[-1]
+    near_blocks = np.argwhere(search)
+    _evaluate_closures(sampler, finest, near_blocks, 1)
+    seeds.append(finest.cells(near_blocks).ravel())
+    cells = _trace(sampler, np.concatenate(seeds), threshold, lambda fraction: progress(0.25 + 0.75 * fraction))
+    sampler.stats.refined_blocks, sampler.stats.total_blocks = int(cells.sum()), (res - 1) ** 3
+    low = np.nanmin(grid)
+    for layer in grid:  # points no traced cell has as a corner: any finite value (marching cubes never reads it)
+        np.copyto(layer, low, where=np.isnan(layer))
+    return grid, cells.reshape(grid.shape)
 
-    finest, refined = lattices[-1], keep
-    frontier, evaluated = refined.copy(), 0
-    while frontier.any():
-        fresh = np.argwhere(frontier)
-        _evaluate_closures(sampler, finest, fresh, 1)
-        evaluated += len(fresh)
-        progress(0.25 + 0.75 * evaluated / refined.sum())
-        # A block not refined yet is pulled in when an exact value on its boundary lies on the other side.
-        candidates = np.argwhere(_neighbourhood_max(frontier) & ~refined)
-        frontier[:] = False
-        for start in range(0, len(candidates), 1 << 15):
-            block_index = candidates[start:start + (1 << 15)]
-            values = flat[finest.closure(block_index, 1)]
-            block_side = side[tuple(block_index.T)][:, None]
-            disagree = ~np.isnan(values) & (((values > threshold) != block_side) | (values == threshold))
-            frontier[tuple(block_index[disagree.any(axis=1)].T)] = True
-        refined |= frontier
 
-    sampler.stats.refined_blocks, sampler.stats.total_blocks = int(refined.sum()), refined.size
-    cells = _fill_and_mask(grid, finest, side, refined)
-    return grid, cells
+def _crossing_cells(sampler: _GridSampler, lattice: "_Lattice", threshold) -> np.ndarray:
+    """Ids (flat index of the lowest corner) of grid cells the surface crosses, found along the lattice edges
+    whose evaluated ends lie on different sides of the threshold: the grid points between their ends are
+    evaluated, and each grid edge on them that the surface crosses gives the four cells around it."""
+    res, coords = sampler.resolution, lattice.coords
+    values = sampler.grid[np.ix_(coords, coords, coords)]
+    above, on, known = values > threshold, values == threshold, ~np.isnan(values)
+    del values
+    offsets = (res * res, res, 1)
+    found = [np.zeros(0, np.int64)]
+    for axis, offset in enumerate(offsets):
+        low, high = [slice(None)] * 3, [slice(None)] * 3
+        low[axis], high[axis] = slice(None, -1), slice(1, None)
+        low, high = tuple(low), tuple(high)
+        starts = np.argwhere(known[low] & known[high] & ((above[low] != above[high]) | on[low] | on[high]))
+        if not len(starts):
+            continue
+        points = coords[starts]  # (E, 3) grid coordinates of each crossed lattice edge's low end
+        length = coords[starts[:, axis] + 1] - points[:, axis]
+        origin = (points[:, 0] * res + points[:, 1]) * res + points[:, 2]
+        along = origin[:, None] + np.minimum(np.arange(lattice.stride + 1), length[:, None]) * offset  # (E, s + 1)
+        sampler.evaluate(_unique_unevaluated(sampler.flat, along[:, 1:-1].ravel()))
+        crossed = _crossed(sampler.flat[along], threshold)
+        edges = along[:, :-1][crossed]  # low ends of the crossed grid edges
+        first, second = (o for a, o in enumerate(offsets) if a != axis)
+        for a, b in itertools.product((0, 1), repeat=2):  # the four cells sharing a grid edge
+            found.append(_inside(edges - a * first - b * second, res))
+    return np.concatenate(found)
+
+
+def _crossed(values: np.ndarray, threshold) -> np.ndarray:
+    """Per pair of neighbours along the last axis: whether the surface passes between them (one above the
+    threshold and one not, or either exactly at it): (..., n) → (..., n − 1)."""
+    above, on = values > threshold, values == threshold
+    return (above[..., :-1] != above[..., 1:]) | on[..., :-1] | on[..., 1:]
+
+
+def _inside(cells: np.ndarray, res: int) -> np.ndarray:
+    """The cell ids whose lowest corner really is a cell's (every coordinate 0 … res − 2); offsets that stepped
+    off the grid wrap to a coordinate of res − 1 or below zero."""
+    keep = (cells >= 0) & (cells // (res * res) <= res - 2) & (cells // res % res <= res - 2) & (cells % res <= res - 2)
+    return cells[keep]
+
+
+def _trace(sampler: _GridSampler, seeds: np.ndarray, threshold, progress) -> np.ndarray:
+    """From the seed cells, every cell reachable through faces the surface crosses: each traced cell's corners
+    are evaluated, and a face whose corners lie on different sides of the threshold leads into the next cell.
+    Returns marching cubes' mask, flat: cell id c ↔ mask[c + res² + res + 1]."""
+    res = sampler.resolution
+    shift = res * res + res + 1
+    mask = np.zeros(res ** 3, bool)
+    corner = np.array([x * res * res + y * res + z for x, y, z in itertools.product((0, 1), repeat=3)])
+    faces = [(axis, side, [c for c, bits in enumerate(itertools.product((0, 1), repeat=3)) if bits[axis] == side])
+             for axis in range(3) for side in (0, 1)]
+    frontier, traced = np.unique(seeds), 0
+    while len(frontier):
+        mask[frontier + shift] = True
+        corners = frontier[:, None] + corner  # (K, 8)
+        sampler.evaluate(_unique_unevaluated(sampler.flat, corners.ravel()))
+        values = sampler.flat[corners]
+        above, on = values > threshold, values == threshold
+        position = [frontier // (res * res), frontier // res % res, frontier % res]
+        reached = []
+        for axis, side, face in faces:
+            crossed = (above[:, face].any(1) & ~above[:, face].all(1)) | on[:, face].any(1)
+            step = 1 if side else -1
+            crossed &= (position[axis] + step >= 0) & (position[axis] + step <= res - 2)
+            reached.append(frontier[crossed] + step * (res * res, res, 1)[axis])
+        traced += len(frontier)
+        frontier = np.unique(np.concatenate(reached))
+        frontier = frontier[~mask[frontier + shift]]
+        progress(traced / (traced + 4 * len(frontier)))
+    return mask
 
 
 class _Lattice:
@@ -215,11 +281,19 @@ class _Lattice:
 
     def closure(self, block_index: np.ndarray, step: int) -> np.ndarray:
         """Flat grid indices of the points every `step` in each block, its faces included: (K, n³)."""
+        return self._points(block_index, np.arange(0, self.stride + 1, step), 0)
+
+    def cells(self, block_index: np.ndarray) -> np.ndarray:
+        """Ids (flat index of the lowest corner) of the grid cells in each block: (K, stride³), a shorter last
+        block repeating its last cell."""
+        return self._points(block_index, np.arange(self.stride), 1)
+
+    def _points(self, block_index, offsets, end):
         res = self.resolution
-        low, high = self.coords[block_index], self.coords[block_index + 1]
-        index = np.minimum(low[:, :, None] + np.arange(0, self.stride + 1, step), high[:, :, None])
+        low, high = self.coords[block_index], self.coords[block_index + 1] - end
+        index = np.minimum(low[:, :, None] + offsets, high[:, :, None])
         return ((index[:, 0, :, None, None] * res + index[:, 1, None, :, None]) * res
-                + index[:, 2, None, None, :]).reshape(len(block_index), -1)
+                + index[:, 2, None, None, :]).reshape(len(block_index), len(offsets) ** 3)
 
 
 def _check_coarse_to_fine(config: CoarseToFine) -> None:
@@ -239,57 +313,57 @@ def _evaluate_closures(sampler: _GridSampler, lattice: _Lattice, block_index: np
         sampler.evaluate(_unique_unevaluated(sampler.flat, index))
 
 
-def _judge_blocks(grid, lattice: _Lattice, threshold, margin, slope_factor):
-    """Per block of the lattice: keep (its corners straddle the threshold or come near it) and side (all corners
-    above). Blocks with an unevaluated corner get keep = side = False; callers only use evaluated ones."""
-    values = grid[np.ix_(lattice.coords, lattice.coords, lattice.coords)]
-    above = values > threshold
-    all_above, any_above = _over_corners(np.logical_and, above), _over_corners(np.logical_or, above)
-    del above
-    log_values = np.log(np.maximum(values, np.finfo(np.float32).tiny, out=values), out=values)
-    limit = np.minimum(margin, slope_factor * _local_slope(log_values))
-    log_gap = np.abs(np.subtract(log_values, math.log(threshold), out=log_values), out=log_values)
-    near = _over_corners(np.fmin, log_gap) <= limit  # NaN (never near) only where every corner is unevaluated
-    return (any_above & ~all_above) | near, all_above
+def _judge_blocks(grid, lattice: _Lattice, blocks: np.ndarray, threshold, margin, slope_factor):
+    """For the given blocks of the lattice (K, 3): straddle (their corners lie on both sides of the threshold)
+    and near (they do not, but a separate piece may hide inside: see CoarseToFine), as (blocks,)³ masks. Each
+    block is judged from the 4×4×4 lattice points around it; callers pass blocks whose corners are evaluated."""
+    size = lattice.blocks
+    values = np.full((size + 3,) * 3, np.nan, np.float32)  # the lattice's values, a layer of NaN all round
+    values[1:-1, 1:-1, 1:-1] = grid[np.ix_(lattice.coords, lattice.coords, lattice.coords)]
+    straddle, near = np.zeros((size,) * 3, bool), np.zeros((size,) * 3, bool)
+    reach = _corner_distances(lattice.stride)  # (points, 8), in lattice steps
+    log_threshold = math.log(threshold)
+    for start in range(0, len(blocks), 1 << 15):
+        block = blocks[start:start + (1 << 15)]
+        corners = values[tuple(np.moveaxis(block[:, None, :] + _CORNERS + 1, 2, 0))]  # (K, 8)
+        above = corners > threshold
+        crossing = above.any(axis=1) & ~above.all(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):  # log 0, inf − inf: skipped as NaN below
+            gaps = np.abs(np.log(corners) - log_threshold)
+        close = ~crossing & (gaps.min(axis=1) <= margin)
+        hidden, rough = np.zeros(len(block), bool), np.zeros(len(block), bool)
+        look = crossing | close  # the only blocks the slope and bend can change anything for
+        index = block[look, :, None] + np.arange(4)  # padded coordinates of lattice points i − 1 … i + 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_cube = np.log(values[index[:, 0, :, None, None], index[:, 1, None, :, None],
+                                     index[:, 2, None, None, :]])
+            slope = slope_factor * np.sqrt(sum(_largest(np.diff(log_cube, axis=axis)) ** 2 for axis in (1, 2, 3)))
+            bend = sum(_largest(np.diff(log_cube, 2, axis=axis)) for axis in (1, 2, 3)) / 8
+        rough[look] = crossing[look] & (bend * lattice.stride >= slope / 2)
+        hidden_slope = np.zeros(len(block), np.float32)
+        hidden_slope[look] = slope
+        close &= gaps.max(axis=1) <= hidden_slope * reach.max()  # else no point is within reach of every corner
+        within = gaps[close][:, None, :] <= hidden_slope[close][:, None, None] * reach  # (C, points, 8)
+        hidden[close] = within.all(axis=2).any(axis=1)
+        straddle[tuple(block.T)] = crossing
+        near[tuple(block.T)] = hidden | rough
+    return straddle, near
 
 
-def _over_corners(combine, array: np.ndarray) -> np.ndarray:
-    """Per block, `combine` folded over the values at its 8 corners (array holds one value per lattice point)."""
-    blocks = len(array) - 1
-    result = array[:blocks, :blocks, :blocks].copy()
-    for x, y, z in itertools.product((0, 1), repeat=3):
-        combine(result, array[x:x + blocks, y:y + blocks, z:z + blocks], out=result)
-    return result
+def _largest(differences: np.ndarray) -> np.ndarray:
+    """Per block, the largest |difference| among those that are numbers (0 if none is): (K, …) → (K,)."""
+    largest = np.fmax.reduce(np.abs(differences), axis=(1, 2, 3))
+    return np.where(np.isnan(largest), 0.0, largest)  # an infinite step (overflowed density) stays infinite
 
 
-def _local_slope(log_values: np.ndarray) -> np.ndarray:
-    """Per block: the largest |Δ log-density| along an evaluated lattice edge of the block or of its 26
-    neighbours (edges with an unevaluated end are skipped)."""
-    blocks = len(log_values) - 1
-    slope = np.zeros((blocks,) * 3, np.float32)
-    for axis in range(3):
-        with np.errstate(invalid="ignore"):  # inf − inf where the density overflowed: NaN, skipped like the rest
-            step = np.abs(np.diff(log_values, axis=axis))  # one axis has `blocks` entries, the others blocks + 1
-        for offsets in itertools.product((0, 1), repeat=2):
-            index = [slice(None)] * 3
-            others = [a for a in range(3) if a != axis]
-            for other, offset in zip(others, offsets):
-                index[other] = slice(offset, offset + blocks)
-            np.fmax(slope, step[tuple(index)], out=slope)
-    return _neighbourhood_max(slope)
+_CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
 
 
-def _neighbourhood_max(array: np.ndarray) -> np.ndarray:
-    """Each entry's maximum over its 3×3×3 neighbourhood (inside the array); for booleans, any. Three 1-D
-    passes over shifted views: several times faster than scipy's filter on these small arrays."""
-    result = array.copy()
-    for axis in range(3):
-        low, high = [slice(None)] * 3, [slice(None)] * 3
-        low[axis], high[axis] = slice(None, -1), slice(1, None)
-        source = result.copy()
-        np.maximum(result[tuple(low)], source[tuple(high)], out=result[tuple(low)])
-        np.maximum(result[tuple(high)], source[tuple(low)], out=result[tuple(high)])
-    return result
+@functools.cache
+def _corner_distances(stride: int) -> np.ndarray:
+    """Distance from each grid point of a block that is not a corner to each corner, in lattice steps."""
+    points = np.array([p for p in itertools.product(range(stride + 1), repeat=3) if set(p) - {0, stride}])
+    return np.linalg.norm(points[:, None, :] - stride * _CORNERS, axis=2) / stride
 
 
 def _unique_unevaluated(flat: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -300,28 +374,6 @@ def _unique_unevaluated(flat: np.ndarray, index: np.ndarray) -> np.ndarray:
     position = np.arange(len(index), dtype=np.float32)  # exact below 2**24; callers pass far fewer points
     flat[index] = position
     return index[flat[index] == position]
-
-
-def _fill_and_mask(grid, lattice: _Lattice, side, refined):
-    """Give every unevaluated point a value on its block's side of the threshold (no refined cell has such a
-    corner, so marching cubes never reads it) and build the cell mask of the refined blocks; a layer of blocks
-    at a time to keep memory flat."""
-    res = grid.shape[0]
-    low, high = np.nanmin(grid), np.nanmax(grid)
-    cells = np.zeros(grid.shape, bool)
-
-    def per_point(layer):  # block layer (blocks, blocks) → (res, res), each point taking its block's entry
-        return layer.take(lattice.block_of, 0).take(lattice.block_of, 1)
-
-    for block in range(lattice.blocks):
-        rows = slice(lattice.coords[block], lattice.coords[block + 1] + (block == lattice.blocks - 1))
-        missing = np.isnan(grid[rows])
-        above = per_point(side[block])
-        np.copyto(grid[rows], high, where=missing & above)
-        np.copyto(grid[rows], low, where=missing & ~above)
-        cell_rows = slice(rows.start + 1, min(rows.stop + 1, res))
-        cells[cell_rows, 1:, 1:] = per_point(refined[block])[:-1, :-1]
-    return cells
 
 
 def _marching_cubes(grid, threshold, cells):

@@ -3,19 +3,45 @@ field → mesh. Numerically follows the reference (VAST-AI-Research/TripoSR, tra
 tests/core/test_model.py compares each stage with the reference's outputs in tests/fixtures/triposr_tiny/."""
 
 import contextlib
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import BackboneConfig, DecoderConfig, ModelConfig
+from . import position_codes
 from .errors import ModelError
-from .vit import ViT
+from .vit import ViT, checkpointed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_DECODER_ROWS = 256
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# encode_precision choices besides PRECISIONS' keys: "auto" = float16 on CUDA, float32 elsewhere; "native" = as
+# "auto", but bfloat16 on a CPU that multiplies it natively (opt-in until trained meshes are shown unchanged by it:
+# benchmarks/precision.py).
+PRECISION_CHOICES = ("auto", "native", *PRECISIONS)
+NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512_BF16 or AMX-BF16), from the kernel's CPU flags; False
+    where they cannot be read (not Linux). Without it bfloat16 matmul is emulated and several times slower."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    return any(flag in flags for flag in NATIVE_BFLOAT16_FLAGS)
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, H, W, 3) in [0, 1] → (B, 3, size, size) float32, antialiased bilinear like the reference."""
+    pixels = images.permute(0, 3, 1, 2).to(torch.float32)
+    if pixels.shape[-2:] == (size, size):
+        return pixels
+    return F.interpolate(pixels, (size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 class Attention(nn.Module):
@@ -33,12 +59,17 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim or dim, inner, bias=False)
         self.to_out = nn.Linear(inner, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, query_code: torch.Tensor | None = None,
+                key_code: torch.Tensor | None = None) -> torch.Tensor:
+        """query_code (N, c) and key_code (M, c), c ≤ head_dim, are added to every head's queries and keys."""
         context = x if context is None else context
         batch = len(x)
         q = self.to_q(x).view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
         k = self.to_k(context).view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
         v = self.to_v(context).view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
+        if query_code is not None:
+            q = q + F.pad(query_code, (0, self.head_dim - query_code.shape[1])).to(q.dtype)
+            k = k + F.pad(key_code, (0, self.head_dim - key_code.shape[1])).to(k.dtype)
         y = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(y.transpose(1, 2).reshape(batch, x.shape[1], -1))
 
@@ -57,9 +88,9 @@ class TransformerBlock(nn.Module):
         self.ff_in = nn.Linear(dim, 2 * 4 * dim)  # GEGLU: first half value, second half gate
         self.ff_out = nn.Linear(4 * dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, codes=None) -> torch.Tensor:
         x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
+        x = x + self.attn2(self.norm2(x), context, *(codes or (None, None)))
         return x + self.feed_forward(self.norm3(x))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,8 +98,10 @@ class TransformerBlock(nn.Module):
         # CPU than slicing one (tokens, 8192) result, and no third (tokens, 4096) tensor.
         half, weight, bias = self.ff_out.in_features, self.ff_in.weight, self.ff_in.bias
         value = F.linear(x, weight[:half], bias[:half])
-        gate = torch.ops.aten.gelu_(F.linear(x, weight[half:], bias[half:]))
-        return self.ff_out(value.mul_(gate))
+        gate = F.linear(x, weight[half:], bias[half:])
+        if torch.is_grad_enabled():  # training: autograd needs the tensors the in-place path overwrites
+            return self.ff_out(value * F.gelu(gate))
+        return self.ff_out(value.mul_(torch.ops.aten.gelu_(gate)))
 
 
 class Transformer1D(nn.Module):
@@ -80,11 +113,13 @@ class Transformer1D(nn.Module):
         self.proj_in = nn.Linear(config.in_channels, config.inner_dim)
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
         self.proj_out = nn.Linear(config.inner_dim, config.in_channels)
+        self.gradient_checkpointing = False  # training: recompute each block's activations in the backward pass
 
-    def forward(self, tokens: torch.Tensor, context: torch.Tensor, progress=None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, context: torch.Tensor, progress=None, codes=None) -> torch.Tensor:
+        """codes: (query codes, key codes) for the cross-attention, or None."""
         x = self.proj_in(self.norm(tokens).transpose(1, 2))
         for index, block in enumerate(self.blocks):
-            x = block(x, context)
+            x = checkpointed(block, self.gradient_checkpointing, x, context, codes)
             if progress is not None:
                 progress((index + 1) / len(self.blocks))
         return self.proj_out(x).transpose(1, 2) + tokens
@@ -100,8 +135,10 @@ class NeRFDecoder(nn.Module):
         self.activation = {"silu": F.silu, "relu": F.relu}[config.activation]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        # In place when not training: the decoder is memory-bound and this skips a tensor per layer.
+        inplace = not torch.is_grad_enabled()
         for layer in self.layers[:-1]:
-            features = self.activation(layer(features), inplace=True)  # memory-bound: skip a tensor per layer
+            features = self.activation(layer(features), inplace=inplace)
         return self.layers[-1](features)
 
 
@@ -120,7 +157,7 @@ class TripoSR(nn.Module):
         self.decoder = NeRFDecoder(config.decoder)
         # Points per decoder batch: bounds query memory (about 1.5 kB per point at the official size).
         self.query_chunk_size = 16384
-        # Autocast dtype for encode: "auto" = float16 on CUDA, float32 elsewhere; or a PRECISIONS key.
+        # Autocast dtype for encode: one of PRECISION_CHOICES.
         self.encode_precision = "auto"
 
     @property
@@ -131,11 +168,7 @@ class TripoSR(nn.Module):
 
     def resize_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) in [0, 1] → (B, 3, S, S), S = cond_image_size, antialiased bilinear like the reference."""
-        pixels = images.permute(0, 3, 1, 2).to(self.device, torch.float32)
-        size = self.config.cond_image_size
-        if pixels.shape[-2:] == (size, size):
-            return pixels
-        return F.interpolate(pixels, (size, size), mode="bilinear", align_corners=False, antialias=True)
+        return resize_images(images.to(self.device), self.config.cond_image_size)
 
     def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [0, 1] → (B, 1 + patches, vit hidden)."""
@@ -146,8 +179,16 @@ class TripoSR(nn.Module):
     def backbone_tokens(self, image_tokens: torch.Tensor, progress=None) -> torch.Tensor:
         """Image tokens → triplane tokens (B, C, 3·P·P), channels first, ordered plane, row, column."""
         tokens = self.triplane_tokens.permute(1, 0, 2, 3).reshape(1, self.config.triplane.num_channels, -1)
+        codes = None
+        if self.config.backbone.position_codes:
+            token_code, query_code = position_codes.token_codes(
+                self.config.triplane.plane_size, self.config.renderer.radius, self.config.triplane.num_channels)
+            grid = round((image_tokens.shape[1] - 1) ** 0.5)
+            key_code = position_codes.patch_codes(grid, grid)
+            tokens = tokens + token_code.T.to(tokens.device)
+            codes = tuple(position_codes.CODE_SCALE * code.to(tokens.device) for code in (query_code, key_code))
         tokens = tokens.expand(len(image_tokens), -1, -1).to(image_tokens.dtype)
-        return self.backbone(tokens, image_tokens, progress)
+        return self.backbone(tokens, image_tokens, progress, codes)
 
     def scene_codes(self, backbone_tokens: torch.Tensor) -> torch.Tensor:
         """(B, C, 3·P·P) → upsampled triplanes (B, 3, C', 2P, 2P)."""
@@ -240,12 +281,19 @@ class TripoSR(nn.Module):
         return self.decoder(features)[:count]
 
     def _triplane_features(self, scene_code: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Bilinear samples of the three planes at the points' (x,y), (x,z), (y,z) → decoder input (N, 3·C) or
-        (N, C)."""
+        return self.triplane_features(scene_code[None], points[None])[0]
+
+    def triplane_features(self, scene_codes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Scene codes (B, 3, C, H, W), world points (B, N, 3) → decoder input (B, N, 3·C) (or (B, N, C) with
+        mean reduction): bilinear samples of the three planes at the points' (x,y), (x,z), (y,z). Differentiable;
+        the decoder turns it into raw (density, colour logits)."""
+        batch, count = points.shape[:2]
         coords = points / self.config.renderer.radius
-        grid = torch.stack([coords[:, [0, 1]], coords[:, [0, 2]], coords[:, [1, 2]]]).unsqueeze(1)
-        samples = F.grid_sample(scene_code, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return self._reduce_features(samples.squeeze(2).permute(2, 0, 1))
+        grid = torch.stack([coords[..., [0, 1]], coords[..., [0, 2]], coords[..., [1, 2]]], dim=1)
+        samples = F.grid_sample(scene_codes.flatten(0, 1), grid.flatten(0, 1).unsqueeze(1), mode="bilinear",
+                                padding_mode="zeros", align_corners=False)  # (B·3, C, 1, N)
+        samples = samples.view(batch, 3, -1, count).permute(0, 3, 1, 2).flatten(0, 1)
+        return self._reduce_features(samples).view(batch, count, -1)
 
     def _reduce_features(self, samples: torch.Tensor) -> torch.Tensor:
         """(N, 3 planes, C) → decoder input: plane-major concatenation, or the mean of the planes."""
@@ -253,12 +301,19 @@ class TripoSR(nn.Module):
             return samples.mean(1)
         return samples.flatten(1)
 
-    def _autocast(self):
+    def encode_dtype(self) -> torch.dtype:
+        """The dtype encode computes in on this model's device, from encode_precision."""
         precision = self.encode_precision
-        if precision == "auto":
-            precision = "float16" if self.device.type == "cuda" else "float32"
-        if precision not in PRECISIONS:
-            raise ModelError(f"Unknown encode precision {precision!r}; use 'auto' or one of {', '.join(PRECISIONS)}.")
-        if precision == "float32":
+        if precision not in PRECISION_CHOICES:
+            raise ModelError(f"Unknown encode precision {precision!r}; use one of {', '.join(PRECISION_CHOICES)}.")
+        if precision == "native" and self.device.type == "cpu" and cpu_has_native_bfloat16():
+            return torch.bfloat16
+        if precision in ("auto", "native"):
+            return torch.float16 if self.device.type == "cuda" else torch.float32
+        return PRECISIONS[precision]
+
+    def _autocast(self):
+        dtype = self.encode_dtype()
+        if dtype == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISIONS[precision])
+        return torch.autocast(self.device.type, dtype=dtype)

@@ -54,6 +54,7 @@ class ViT(nn.Module):
         self.patch_embed = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size)
         self.blocks = nn.ModuleList(ViTBlock(config) for _ in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False  # training: recompute each block's activations in the backward pass
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embed(pixels)
@@ -61,7 +62,7 @@ class ViT(nn.Module):
         x = torch.cat([self.cls_token.expand(len(pixels), -1, -1), patches.flatten(2).transpose(1, 2)], dim=1)
         x = x + self.interpolated_position_embeddings(rows, cols)
         for block in self.blocks:
-            x = block(x)
+            x = checkpointed(block, self.gradient_checkpointing, x)
         return self.norm(x)
 
     def interpolated_position_embeddings(self, rows: int, cols: int) -> torch.Tensor:
@@ -80,3 +81,12 @@ class ViT(nn.Module):
             align_corners=False,
         ).to(patches.dtype)
         return torch.cat([cls, patches.flatten(2).transpose(1, 2)], dim=1)
+
+
+def checkpointed(module: nn.Module, enabled: bool, *inputs):
+    """module(*inputs), with activation checkpointing when enabled and gradients are being recorded."""
+    if enabled and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(module, *inputs, use_reentrant=False)
+    return module(*inputs)

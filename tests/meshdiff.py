@@ -79,3 +79,12 @@ def _extents(vertices, vertex_piece) -> np.ndarray:
     coordinates = vertices[order].astype(np.float64)
     starts = np.searchsorted(vertex_piece[order], np.arange(vertex_piece.max() + 1))
     return np.maximum.reduceat(coordinates, starts) - np.minimum.reduceat(coordinates, starts)
+
+
+def surface_points(vertices: np.ndarray, resolution: int, radius: float) -> int:
+    """The grid points any exact extraction must evaluate: both ends of every grid edge a mesh vertex lies on."""
+    index = (vertices.astype(np.float64) + radius) / (2 * radius) * (resolution - 1)
+    low = np.floor(index + 1e-4).astype(np.int64)  # a vertex within 1e-4 of a grid plane lies on it
+    high = np.where(index - low > 1e-4, low + 1, low)
+    ends = np.concatenate([low, high])
+    return len(np.unique((ends[:, 0] * resolution + ends[:, 1]) * resolution + ends[:, 2]))

@@ -19,7 +19,7 @@ def test_benchmark_prints_the_comparison_table(tiny_model_dir):
                 "mesh extraction total", "image → mesh, smooth field (32³, no load)", "peak memory"):
         assert row in table, row
     verdicts = re.findall(r"^-- (\w+) field at 32³: .*; (.*)$", table, re.MULTILINE)
-    assert [field for field, _ in verdicts] == ["image", "smooth"]
+    assert [field for field, _ in verdicts] == ["image", "smooth", "busy"]
     for _, verdict in verdicts:
         assert verdict.startswith("identical counts, max |Δv| = 0.0e+00") or verdict.endswith("nothing else"), verdict
     smooth = table[table.index("-- smooth field"):]
@@ -27,4 +27,8 @@ def test_benchmark_prints_the_comparison_table(tiny_model_dir):
                                            re.search(r"MLP evaluations\s+([\d,]+)\s+([\d,]+)", smooth).groups())
     assert fast_evaluations < dense_evaluations
     assert "best of 2 per path" in smooth
-    assert re.search(r"fast path at 48³, smooth field: extraction [\d.]+ s, [\d,]+ MLP evaluations", table)
+    assert re.search(r"smooth field at 48³, fast path only: [\d,]+ faces; extraction [\d.]+ s", table)
+    ratios = re.findall(r"density evaluations ÷ surface grid points +([\d.]*) +([\d.]+) +\(([\d,]+) grid points",
+                        table)
+    assert len(ratios) == 4 and all(float(fast) > 0 and int(points.replace(",", "")) > 0 for _, fast, points in ratios)
+    assert all(float(dense) > float(fast) for dense, fast, _ in ratios[1:3]) and ratios[3][0] == ""

@@ -8,7 +8,7 @@ from skimage.measure import marching_cubes
 
 from core.errors import Cancelled, InputError, ModelError
 from core.extract import BATCH_POINTS, CoarseToFine, ExtractionStats, density_grid, extract_mesh
-from tests.meshdiff import compare
+from tests.meshdiff import compare, surface_points
 
 THRESHOLD = 25.0
 RADIUS = 0.87
@@ -154,6 +154,18 @@ def test_coarse_to_fine_equals_dense_on_smooth_torus_at_256():
     assert dense_stats.density_evaluations == 256**3
     assert fast_stats.density_evaluations < dense_stats.density_evaluations / 5
     assert 0 < fast_stats.refined_blocks < fast_stats.total_blocks
+
+
+def test_evaluations_follow_the_surface():
+    # Beyond the stride-4 lattice (33³ points here), about two evaluations per grid point the surface touches: the
+    # trace evaluates the corners of the cells the surface crosses, and blocks beside a smooth surface are not
+    # looked into.
+    res = 128
+    dense, fast, _, fast_stats = both_meshes(density_from_depth(torus(), slope=40.0), res)
+    assert_same_mesh(dense, fast)
+    points = surface_points(dense.vertices, res, RADIUS)
+    assert points == 45_048 and fast_stats.density_evaluations == 123_302
+    assert (fast_stats.density_evaluations - len(coarse_indices(res, 4)) ** 3) / points < 2.0
 
 
 def test_a_nearly_flat_field_is_refined_only_near_its_surface():

@@ -122,6 +122,34 @@ def test_unknown_precision_is_a_model_error(model, model_input):
         model.encode_precision = "auto"
 
 
+CPUINFO = "processor\t: {n}\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx2 {extra}\n\n"
+
+
+@pytest.mark.parametrize("extra, native", [("avx512f", False), ("avx512f avx512_bf16", True),
+                                           ("amx_bf16 amx_tile", True), ("", False)])
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, extra, native):
+    from core.model import cpu_has_native_bfloat16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(n=0, extra=extra) + CPUINFO.format(n=1, extra=extra))
+    assert cpu_has_native_bfloat16(cpuinfo) is native
+    assert cpu_has_native_bfloat16(tmp_path / "missing") is False  # no /proc (macOS, Windows): never assumed
+
+
+def test_auto_never_picks_bfloat16_on_a_cpu_and_native_follows_the_flags(model):
+    from core.model import cpu_has_native_bfloat16
+
+    try:
+        model.encode_precision = "auto"
+        assert model.encode_dtype() == torch.float32
+        model.encode_precision = "native"
+        assert model.encode_dtype() == (torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32)
+        model.encode_precision = "bfloat16"
+        assert model.encode_dtype() == torch.bfloat16
+    finally:
+        model.encode_precision = "auto"
+
+
 def official_decoder_model(feature_reduction="concat"):
     """A small random TripoSR with the official decoder's widths, whose output varies as a trained one's does."""
     from core.config import (BackboneConfig, DecoderConfig, ModelConfig, RendererConfig, TriplaneConfig,
