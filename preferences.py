@@ -117,8 +117,12 @@ def model_caches() -> dict:
 
 
 def model_cache_dir() -> str:
-    """The extension's own models folder (searched for a copy; downloads go to the shared Hugging Face cache):
-    the extension's user folder when installed as an extension, else Blender's user data folder."""
+    """The extension's own models folder (searched for a copy; downloads go to the shared Hugging Face cache)."""
+    return user_folder("models")
+
+
+def user_folder(name: str) -> str:
+    """A folder in the extension's user folder when installed as an extension, else in Blender's user data."""
     if __package__.startswith("bl_ext."):
-        return bpy.utils.extension_path_user(__package__, path="models", create=True)
-    return bpy.utils.user_resource("DATAFILES", path="image_to_mesh/models", create=True)
+        return bpy.utils.extension_path_user(__package__, path=name, create=True)
+    return bpy.utils.user_resource("DATAFILES", path=f"image_to_mesh/{name}", create=True)

@@ -3,6 +3,7 @@
 import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from .core.asset import DEFAULT_FACE_LIMIT, DEFAULT_TEXTURE_SIZE, FLOATER_AREA_FRACTION
 from .core.settings import FOREGROUND_RATIO, REMOVE_BACKGROUND, RESOLUTION, THRESHOLD, Limits
 
 
@@ -20,6 +21,9 @@ def bounds(limits: Limits, *, hard: bool = True) -> dict:
             found["max"] = limits.maximum
     return found
 
+
+TEXTURE_SIZE = dict(min=0, soft_min=512, max=4096, default=DEFAULT_TEXTURE_SIZE)  # 0: vertex colours only
+FACE_LIMIT = dict(min=0, soft_max=200_000, default=DEFAULT_FACE_LIMIT)  # 0: no limit
 
 
 class ImageToMeshSettings(bpy.types.PropertyGroup):
@@ -48,6 +52,34 @@ class ImageToMeshSettings(bpy.types.PropertyGroup):
         name="Density Threshold",
         description="Density at which the surface is placed: lower makes the object fuller, higher thinner",
         **bounds(THRESHOLD),
+    )
+    texture_size: IntProperty(
+        name="Texture Size",
+        description="Bake a texture of this many pixels a side from the model's colour field; 0 keeps vertex "
+        "colours only",
+        **TEXTURE_SIZE,
+    )
+    face_limit: IntProperty(
+        name="Face Limit",
+        description="Simplify the mesh to at most this many faces, keeping its shape (the texture keeps the "
+        "detail); 0 for no limit",
+        **FACE_LIMIT,
+    )
+    remove_floaters: BoolProperty(
+        name="Remove Floaters",
+        description=f"Delete separate pieces with less than {FLOATER_AREA_FRACTION * 100:g}% of the largest piece's "
+        "surface area",
+        default=True,
+    )
+    watertight: BoolProperty(
+        name="Watertight",
+        description="Close every hole and mend non-manifold edges: a closed mesh, e.g. for 3D printing",
+        default=False,
+    )
+    quads: BoolProperty(
+        name="Quads",
+        description="Remesh into quads with Blender's QuadriFlow (about Face Limit faces), then bake the texture",
+        default=False,
     )
     place_at_cursor: BoolProperty(
         name="Place at 3D Cursor", description="Put the new object at the 3D cursor instead of the origin",

@@ -21,6 +21,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,8 @@ def run_path(args) -> dict:
     if coarse_to_fine:
         report["ratio_runs"] = {name: ratio_runs(lambda path: extract(name, args.resolution, path)[1], args.repeat)
                                 for name in RATIO_FIELDS}
+        with calibrated(model, calibrations["smooth"]):
+            report["asset"] = asset_run(model, fields["smooth"], args.resolution)
     report["calibrations"] = calibrations
     (out / f"{args.path}.json").write_text(json.dumps(report))
     return report
@@ -184,6 +187,24 @@ def ratio_runs(extract, repeat: int) -> dict:
             if path not in best or record["extract_s"] < best[path]["extract_s"]:
                 best[path] = record
     return best
+
+
+def asset_run(model, code, resolution: int) -> dict:
+    """What the add-on's default Output adds to a generate: the smooth field's mesh → floaters removed, face limit,
+    UV unwrap, texture painted from the field (core.asset.finish_mesh), timed by stage."""
+    from core.asset import DEFAULT_FACE_LIMIT, DEFAULT_TEXTURE_SIZE, AssetSettings, finish_mesh
+    from core.pipeline import field_colors
+
+    mesh, _ = extract_field(model, code, resolution, "fast")
+    settings = AssetSettings(texture_size=DEFAULT_TEXTURE_SIZE, face_limit=DEFAULT_FACE_LIMIT, remove_floaters=True)
+    moments = {}
+    asset, seconds = timed(lambda: finish_mesh(mesh, field_colors(model, code), settings,
+                                               lambda stage, fraction: moments.setdefault((stage, fraction),
+                                                                                          time.perf_counter())))
+    baking = [moments[("Baking texture", fraction)] for fraction in (0.0, 0.5, 1.0)]
+    return {"total_s": seconds, "finish_s": baking[0] - moments[("Finishing mesh", 0.0)],
+            "unwrap_s": baking[1] - baking[0], "paint_s": baking[2] - baking[1], "faces_in": len(mesh.faces),
+            "faces": len(asset.faces), "texture": settings.texture_size}
 
 
 def extract_field(model, code, resolution: int, path: str):
@@ -273,6 +294,10 @@ def print_table(dense: dict, fast: dict, reference: dict | None, args, out: Path
     print(f"   (image → mesh adds the faster of the two paths' encode times, {shared_encode:.2f} s, to both)")
     row(f"peak memory (whole process, up to {resolution}³)", dense["peak_mb"], fast["peak_mb"],
         reference.get("peak_mb"), "MB")
+    a = fast["asset"]
+    print(f"default Output on the smooth field's {resolution}³ mesh ({a['faces_in']:,} → {a['faces']:,} faces, "
+          f"{a['texture']}² texture): {a['total_s']:.2f} s = clean-up + face limit {a['finish_s']:.2f} s, UV unwrap "
+          f"{a['unwrap_s']:.2f} s, texture from the field {a['paint_s']:.2f} s")
     if hires:
         h = fast[f"smooth_{hires}"]
         print(f"-- smooth field at {hires}³, fast path only: {h['faces']:,} faces; extraction {h['extract_s']:.2f} s "

@@ -7,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from .asset import DEFAULT_TEXTURE_SIZE, FLOATER_AREA_FRACTION
 from .batch import Item, Manifest, Shard, manifest_path, plan, shard_from_environment, share
-from .errors import Cancelled, ImageToMeshError
+from .errors import Cancelled, ImageToMeshError, InputError
 from .settings import FOREGROUND_RATIO, RESOLUTION, THRESHOLD, GenerateSettings
 
 
@@ -19,9 +20,12 @@ def main(argv=None) -> int:
         foreground_ratio=args.foreground_ratio,
         resolution=args.resolution,
         threshold=args.threshold,
+        **_asset_options(args),
     )
     try:
         settings.validate()
+        if settings.texture_size and args.format == "ply":
+            raise InputError("A .ply file cannot carry a texture: use --format glb or obj, or --texture-size 0.")
         this_shard = shard_from_environment()
         items = share(plan(args.images, args.output_dir, f".{args.format}"), this_shard)
         args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"marching-cubes grid size, {RESOLUTION.span()} (default {RESOLUTION.default})")
     parser.add_argument("--threshold", type=float, default=THRESHOLD.default,
                         help=f"density iso level, {THRESHOLD.span()} (default {THRESHOLD.default:g})")
-    parser.add_argument("--format", choices=("ply", "obj"), default="ply", help="mesh file format (default ply)")
+    parser.add_argument("--format", choices=("ply", "obj", "glb"), default="ply",
+                        help="ply (vertex colours), obj (+ .mtl and .png when textured) or glb (default ply)")
+    _add_asset_arguments(parser)
     parser.add_argument("--no-remove-bg", action="store_true", help="use the image as it is: no background removal")
     parser.add_argument("--foreground-ratio", type=float, default=FOREGROUND_RATIO.default,
                         help=f"object size in the frame, {FOREGROUND_RATIO.span()} (default {FOREGROUND_RATIO.default})")
@@ -61,6 +67,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-existing", action="store_true",
                         help="leave out images whose output file already exists (to resume a stopped run)")
     return parser
+
+
+def _add_asset_arguments(parser):
+    parser.add_argument("--texture-size", type=int, default=None,
+                        help="texture baked from the colour field, in pixels a side; 0 = vertex colours only "
+                        f"(default {DEFAULT_TEXTURE_SIZE} for glb and obj, 0 for ply)")
+    parser.add_argument("--face-limit", type=int, default=0, help="at most this many faces (default 0: no limit)")
+    parser.add_argument("--keep-floaters", action="store_true",
+                        help=f"keep separate pieces smaller than {FLOATER_AREA_FRACTION * 100:g}%% of the largest "
+                        "one's area")
+    parser.add_argument("--watertight", action="store_true", help="close every hole: a closed 2-manifold mesh")
+
+
+def _asset_options(args) -> dict:
+    texture_size = args.texture_size
+    if texture_size is None:
+        texture_size = 0 if args.format == "ply" else DEFAULT_TEXTURE_SIZE
+    return dict(texture_size=texture_size, face_limit=args.face_limit, remove_floaters=not args.keep_floaters,
+                watertight=args.watertight)
 
 
 def _run(items: list[Item], settings: GenerateSettings, args, this_shard: Shard, manifest: Manifest) -> int:

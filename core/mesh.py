@@ -1,10 +1,12 @@
-"""The mesh this project produces: vertices, triangles and sRGB vertex colours, saved as .ply or .obj."""
+"""The mesh this project produces: vertices, triangles, sRGB vertex colours and optionally a UV map with its
+texture; saved as .ply, .obj (+ .mtl and .png when textured) or .glb."""
 
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -24,11 +26,15 @@ class Mesh:
 
     vertices float32 (N, 3); faces int32 (M, 3), counter-clockwise seen from outside;
     colors float32 (N, 3), sRGB in [0, 1]. Arrays are converted to these dtypes on construction.
+    Textured meshes also have uvs float32 (M, 3, 2), the UV of every face corner (core.texture's convention),
+    and texture uint8 (H, W, 3), sRGB, row 0 at the top.
     """
 
     vertices: np.ndarray
     faces: np.ndarray
     colors: np.ndarray
+    uvs: Optional[np.ndarray] = None
+    texture: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.vertices = _as_array(self.vertices, np.float32, "vertices")
@@ -44,13 +50,31 @@ class Mesh:
         if self.faces.size and (self.faces.min() < 0 or self.faces.max() >= n):
             raise InputError(f"Mesh faces refer to vertex indices outside 0..{n - 1}.")
         self.faces = self.faces.astype(np.int32)
+        if (self.uvs is None) != (self.texture is None):
+            raise InputError("A textured mesh needs both its UVs and its texture.")
+        if self.uvs is not None:
+            self.uvs = np.ascontiguousarray(self.uvs, dtype=np.float32)
+            self.texture = np.ascontiguousarray(self.texture, dtype=np.uint8)
+            if self.uvs.shape != (len(self.faces), 3, 2) or not np.isfinite(self.uvs).all():
+                raise InputError(f"Mesh UVs must be finite, one (u, v) per face corner: shape {(len(self.faces), 3, 2)}.")
+            if self.texture.ndim != 3 or self.texture.shape[2] != 3 or not self.texture.size:
+                raise InputError(f"A mesh texture must have shape (height, width, 3), got {self.texture.shape}.")
 
     def save(self, path) -> Path:
-        """Write the mesh to `path` (.ply binary or .obj text, by suffix). The file appears only when complete."""
+        """Write the mesh to `path` (.ply binary, .obj text or .glb, by suffix); a textured .obj gets its .mtl and
+        .png beside it. Files appear only when complete. .ply and an untextured .obj carry vertex colours."""
         path = Path(path)
-        write = {".ply": self._ply_bytes, ".obj": self._obj_bytes}.get(path.suffix.lower())
+        suffix = path.suffix.lower()
+        if suffix == ".glb" or (suffix == ".obj" and self.texture is not None):
+            from .export import glb_bytes, textured_obj_files
+
+            files = {path: glb_bytes(self)} if suffix == ".glb" else textured_obj_files(self, path)
+            for target, data in files.items():
+                _write_atomically(target, data)
+            return path
+        write = {".ply": self._ply_bytes, ".obj": self._obj_bytes}.get(suffix)
         if write is None:
-            raise InputError(f"Cannot save a mesh as '{path.suffix or path.name}': use a .ply or .obj file name.")
+            raise InputError(f"Cannot save a mesh as '{path.suffix or path.name}': use a .ply, .obj or .glb file name.")
         _write_atomically(path, write())
         return path
 

@@ -1,18 +1,20 @@
-"""One image → one coloured mesh with a loaded model: prepare the image, encode it, extract the surface."""
+"""One image → one coloured mesh with a loaded model: prepare the image, encode it, extract the surface, make it
+an asset (core.asset). Also: the colours of a kept scene code at any points (re-bake, remesh)."""
 
 import gc
 
+import numpy as np
 import torch
 
-from .errors import ModelError
+from .asset import AssetSettings, finish_mesh
+from .errors import InputError, ModelError
 from .model import TripoSR
 from .settings import GenerateSettings
-
 
 # The settings the scene code depends on; every other one (resolution, threshold, output options) acts only after
 # encoding, so changing it can re-use the image's scene code (core.scene_cache).
 PREPROCESS_FIELDS = ("remove_background", "foreground_ratio")
-STAGES = ("Preparing image", "Encoding image", "Extracting mesh")
+STAGES = ("Preparing image", "Encoding image", "Extracting mesh", "Finishing mesh", "Baking texture")
 OOM_RETRIES = 2  # extraction out of GPU memory: retries, each with 4× smaller query chunks
 MIN_QUERY_CHUNK = 1024
 
@@ -50,6 +52,14 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
         report(STAGES[2], 0.0)
         mesh = _extract_with_retries(model, scene_code, settings, lambda fraction: report(STAGES[2], fraction))
         report(STAGES[2], 1.0)
+
+        def finishing(name, fraction):
+            nonlocal stage
+            stage = name
+            report(name, fraction)
+
+        if settings.asset() != AssetSettings():  # the defaults keep the extracted surface as it is
+            mesh = finish_mesh(mesh, field_colors(model, scene_code), settings.asset(), finishing)
         return mesh
     except torch.cuda.OutOfMemoryError as error:  # torch.OutOfMemoryError (2.5+) is its alias
         retried = ", even with smaller batches" if stage == STAGES[2] else ""  # only the extraction is retried
@@ -66,6 +76,38 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
     finally:
         if model.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def field_colors(model: TripoSR, scene_code: torch.Tensor):
+    """The colour field as a numpy function: points (K, 3) in TripoSR's frame → sRGB float32 (K, 3) in [0, 1]."""
+    def color_fn(points: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            colors = model.query(scene_code, torch.from_numpy(np.ascontiguousarray(points, np.float32)).to(
+                model.device))[1]
+        colors = colors.to("cpu", torch.float32).numpy()
+        if np.isnan(colors).any():
+            raise ModelError("The model returned NaN colours: its weights or input may be broken.")
+        return np.clip(colors, 0.0, 1.0)
+    return color_fn
+
+
+def colors_from_field(model: TripoSR, scene_code: np.ndarray, points: np.ndarray, progress=None) -> np.ndarray:
+    """The colours of a kept field at any points (a re-bake's texels, a remeshed object's vertices).
+
+    scene_code (3, C, H, W) as the worker returned it with a mesh; points (K, 3) in TripoSR's frame → float32 (K, 3)."""
+    code = torch.from_numpy(np.ascontiguousarray(scene_code, np.float32))
+    if code.ndim != 4 or tuple(code.shape[:2]) != (3, model.config.upsampler.out_channels):
+        raise InputError(f"The stored field has shape {tuple(code.shape)}, which this model cannot read: it was made "
+                         "by another model.")
+    report = progress or (lambda stage, fraction: None)
+    report("Painting colours", 0.0)
+    try:
+        colors = field_colors(model, code.to(model.device))(np.asarray(points, np.float32).reshape(-1, 3))
+    except torch.cuda.OutOfMemoryError:
+        raise ModelError(f"Out of memory on {model.device} while painting colours: choose a smaller texture size."
+                         ) from None
+    report("Painting colours", 1.0)
+    return colors
 
 
 def _extract_with_retries(model: TripoSR, scene_code, settings: GenerateSettings, progress):

@@ -37,11 +37,23 @@ class GenerateSettings:
     foreground_ratio: float = FOREGROUND_RATIO.default
     resolution: int = RESOLUTION.default
     threshold: float = THRESHOLD.default
+    texture_size: int = 0  # the Output settings (core.asset.AssetSettings, which holds their limits) from here on
+    face_limit: int = 0
+    remove_floaters: bool = False
+    watertight: bool = False
+
+    def asset(self):
+        from dataclasses import fields
+
+        from .asset import AssetSettings
+
+        return AssetSettings(**{field.name: getattr(self, field.name) for field in fields(AssetSettings)})
 
     def validate(self):
         """Raise core.errors.InputError naming the first setting outside its limits."""
         from .errors import InputError
 
+        self.asset().validate()
         if not isinstance(self.remove_background, bool):
             raise InputError(f"Remove background must be True or False, not {self.remove_background!r}.")
         for label, value, limits, whole in (("Resolution", self.resolution, RESOLUTION, True),

@@ -30,13 +30,20 @@ Client API (the Blender operator's; the client never imports torch):
                                           one Result or Failure.
         Progress(stage, fraction, detail)  stage: "Loading model", "Downloading model" (detail: the file, bytes,
                                    speed and time left), "Preparing image", "Encoding image", "Extracting mesh",
-                                   or "Re-using encoded image" instead of preparing and encoding (see Result)
-        Result(mesh, reused_encoding)  core.mesh.Mesh; reused_encoding: the worker kept the scene code of this
-                                   image (same pixels, model and preprocessing) and only extracted again
+                                   "Finishing mesh", "Baking texture"; or "Re-using encoded image" instead of
+                                   preparing and encoding (see Result); "Painting colours" (submit_colors)
+        Result(mesh, scene_code, reused_encoding)  core.mesh.Mesh; the field it came from, float32 (3, C, H, W);
+                                   reused_encoding: the worker kept the scene code of this image (same pixels,
+                                   model and preprocessing) and only extracted again
         Failure(error)             an InputError, ModelError, WorkerError or Cancelled: show str(error)
     client.run(image, settings, model, progress=None) -> Mesh
                                           blocking (background mode, scripts). progress(stage, fraction) may
                                           raise Cancelled to cancel the job. Raises the job's error.
+    client.submit_colors(scene_code, points, model)
+                                          start a job asking a kept field (a Result's scene_code) for its colours
+                                          at points (K, 3) in TripoSR's frame (core.pipeline.colors_from_field);
+                                          it ends with Result(colors=float32 (K, 3)) or a Failure
+    client.colors(scene_code, points, model, progress=None) -> colors   blocking
     client.cancel()                       ask the running job to stop; it ends as Failure(Cancelled), a late
                                           result is dropped. A worker that does not stop within grace is killed.
     client.close()                        end the process and free the model ("Unload model"); the next job
@@ -120,8 +127,10 @@ class Progress:
 
 @dataclass
 class Result:
-    mesh: Mesh
+    mesh: Mesh | None = None
+    scene_code: np.ndarray | None = None  # the field the mesh came from
     reused_encoding: bool = False  # the worker kept this image's scene code and only extracted the mesh again
+    colors: np.ndarray | None = None  # the answer to submit_colors
 
 
 @dataclass
@@ -254,10 +263,21 @@ class WorkerClient:
                 f"({error.strerror or error}). Check the interpreter path in the add-on's preferences.") from None
 
     def submit(self, image, settings, model: ModelSpec):
+        self._check_idle()
+        header, arrays = _image_message(image)
+        self._submit(dict(header, type="generate", settings=_settings_dict(settings)), arrays, model)
+
+    def submit_colors(self, scene_code, points, model: ModelSpec):
+        self._check_idle()
+        arrays = {"scene_code": np.asarray(scene_code, np.float32), "points": np.asarray(points, np.float32)}
+        self._submit({"type": "colors"}, arrays, model)
+
+    def _check_idle(self):
         if self._busy:
             raise WorkerError("A job is already running: wait for it to finish or cancel it first.")
-        header, arrays = _image_message(image)
-        header.update(type="generate", job=self._job + 1, model=model.to_message(), settings=_settings_dict(settings))
+
+    def _submit(self, header: dict, arrays: dict, model: ModelSpec):
+        header.update(job=self._job + 1, model=model.to_message())
         reusing = self.alive
         self.start()
         self._child.send(header, arrays)
@@ -273,11 +293,18 @@ class WorkerClient:
 
     def run(self, image, settings, model: ModelSpec, progress=None) -> Mesh:
         self.submit(image, settings, model)
+        return self._wait(progress).mesh
+
+    def colors(self, scene_code, points, model: ModelSpec, progress=None):
+        self.submit_colors(scene_code, points, model)
+        return self._wait(progress).colors
+
+    def _wait(self, progress) -> Result:
         try:
             while True:
                 for event in self._events(wait=0.1):
                     if isinstance(event, Result):
-                        return event.mesh
+                        return event
                     if isinstance(event, Failure):
                         raise event.error
                     if progress is not None and self._cancel_deadline is None:
@@ -353,8 +380,12 @@ class WorkerClient:
             self._busy = False
             if self._cancel_deadline is not None:
                 return Failure(Cancelled("Cancelled."))
+            if header["type"] == "result" and "vertices" in arrays:
+                scene_code = arrays.pop("scene_code", None)
+                return Result(mesh=Mesh(**arrays), scene_code=scene_code,
+                              reused_encoding=bool(header.get("reused_encoding")))
             if header["type"] == "result":
-                return Result(Mesh(**arrays), bool(header.get("reused_encoding")))
+                return Result(colors=arrays["colors"])
             return Failure(_ERROR_TYPES.get(header.get("error"), WorkerError)(header.get("message", "")))
         was_busy, cancelled = self._busy, self._cancel_deadline is not None
         unaccepted, self._unaccepted = self._unaccepted, None

@@ -76,8 +76,15 @@ class _Server:
         try:
             progress = self._progress_callback(job)
             model = self._load(header["model"], progress)
-            image = arrays.pop("image") if "image" in arrays else header["image_path"]
-            mesh, reused = self._run_pipeline(model, image, header, progress)
+            if header["type"] == "colors":
+                reply, arrays = {}, {"colors": self._colors(model, arrays, progress)}
+            else:
+                image = arrays.pop("image") if "image" in arrays else header["image_path"]
+                mesh, reused, scene_code = self._run_pipeline(model, image, header, progress)
+                reply = {"reused_encoding": reused}
+                arrays = {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)
+                          if getattr(mesh, field.name) is not None}
+                arrays["scene_code"] = scene_code
         except ImageToMeshError as error:
             _log(f"job {job}: {type(error).__name__}: {error}")
             if error.__cause__ is not None:  # what went wrong underneath, for the log
@@ -93,8 +100,7 @@ class _Server:
             text = f"{type(error).__name__}: {error}"[:300]
             return _error_reply(job, WorkerError(f"Generating failed with an unexpected error in the worker ({text}). "
                                                  "This is a bug in Image to Mesh; the worker's log has the details."))
-        arrays = {field.name: getattr(mesh, field.name) for field in dataclasses.fields(mesh)}
-        return {"type": "result", "job": job, "reused_encoding": reused}, arrays
+        return {"type": "result", "job": job, **reply}, arrays
 
     def _progress_callback(self, job: int):
         last = {"stage": None, "time": 0.0}
@@ -134,7 +140,8 @@ class _Server:
         return self.model
 
     def _run_pipeline(self, model, image, header: dict, progress):
-        """(mesh, whether a kept scene code stood in for preparing and encoding the image)."""
+        """(mesh, whether a kept scene code stood in for preparing and encoding the image, that scene code as
+        float32 numpy: the field the mesh came from, for re-baking)."""
         from .pipeline import PREPROCESS_FIELDS, generate
         from .settings import GenerateSettings
 
@@ -146,9 +153,20 @@ class _Server:
         scene_code = self.scene_codes.get(key) if key is not None else None
         if scene_code is not None:
             progress(REUSE_STAGE, 1.0)
-        mesh = generate(model, image, settings, progress=progress, scene_code=scene_code,
-                        on_encoded=None if key is None else lambda code: self.scene_codes.put(key, code))
-        return mesh, scene_code is not None
+        used = [scene_code]
+
+        def on_encoded(code):
+            used.append(code)
+            if key is not None:
+                self.scene_codes.put(key, code)
+
+        mesh = generate(model, image, settings, progress=progress, scene_code=scene_code, on_encoded=on_encoded)
+        return mesh, scene_code is not None, used[-1].detach().float().cpu().numpy()
+
+    def _colors(self, model, arrays: dict, progress):
+        from .pipeline import colors_from_field
+
+        return colors_from_field(model, arrays["scene_code"], arrays["points"], progress=progress)
 
 
 def _error_reply(job: int, error: ImageToMeshError) -> tuple[dict, dict]:

@@ -16,15 +16,20 @@ from .. import worker_session
 from ..core.errors import Cancelled, ImageToMeshError, InputError, ModelError
 from ..core.settings import FOREGROUND_RATIO, REMOVE_BACKGROUND, RESOLUTION, THRESHOLD, GenerateSettings
 from ..core.worker import Failure, ModelSpec, Progress, Result
-from ..preferences import get_preferences, model_caches, model_source, python_executable
-from ..properties import bounds, job_status, scene_settings
+from ..preferences import get_preferences, python_executable
+from ..properties import FACE_LIMIT, TEXTURE_SIZE, bounds, job_status, scene_settings
+from . import fields
+from .bake import bake_onto, model_spec, remesh_to_quads
 from .batch import Batch, batch_files
 from .image_source import checked_file, file_pixels_via_blender, image_pixels, object_name_for
-from .scene_object import add_mesh_object
+from .scene_object import add_mesh_object, remove_object
 
 # Formats core's Pillow loader cannot read; Blender reads them, then its datablock is removed again.
 BLENDER_ONLY_SUFFIXES = {".exr", ".hdr", ".dpx", ".cin", ".jp2", ".j2c"}
 POLL_INTERVAL = 0.1  # seconds between worker polls (timer and synchronous path)
+IMAGE_SETTINGS = ("resolution", "remove_background", "foreground_ratio", "threshold")
+OUTPUT_SETTINGS = ("texture_size", "face_limit", "remove_floaters", "watertight", "quads")
+QUADS_INPUT_FACES = 4  # Quads: the worker decimates to this many times the target, QuadriFlow does the rest
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ class GenerateRequest:
     settings: dict  # core.settings.GenerateSettings fields
     model: ModelSpec
     at_cursor: bool
+    output: dict  # OUTPUT_SETTINGS as chosen (the worker's settings hold what the worker does of them)
 
 
 class GenerateJob:
@@ -54,6 +60,8 @@ class GenerateJob:
         self.progress = 0.0
         self.detail = ""  # e.g. a download's bytes, speed and time left
         self.mesh = None
+        self.scene_code = None
+        self.warning = ""  # something the user should know about a result that was added all the same
         self.error: ImageToMeshError | None = None
         self.cancel_requested = False
         self.reused_encoding = False  # the worker re-used this image's kept scene code
@@ -101,13 +109,31 @@ class GenerateJob:
         self._release()
 
     def finish(self, context) -> bpy.types.Object:
-        return add_mesh_object(context, self.mesh, self.request.name, at_cursor=self.request.at_cursor)
+        """The object, with its field kept for re-baking; with Quads, remeshed and baked. Raises
+        ImageToMeshError with nothing added when the remesh or its bake fails."""
+        request = self.request
+        obj = add_mesh_object(context, self.mesh, request.name, at_cursor=request.at_cursor)
+        try:
+            try:
+                fields.keep(obj, self.scene_code, request.model.source, dict(request.settings, **request.output))
+            except OSError as error:
+                self.warning = (f"'{obj.name}' cannot be re-baked later: its field could not be kept "
+                                f"({error.strerror or error}).")
+            if request.output["quads"]:
+                target = request.output["face_limit"] or len(self.mesh.faces) // 2
+                remesh_to_quads(context, obj, self.scene_code, target)
+                if request.output["texture_size"]:
+                    bake_onto(context, obj, self.scene_code, request.output["texture_size"])
+        except BaseException:
+            remove_object(obj)
+            raise
+        return obj
 
     def _handle(self, event):
         if isinstance(event, Progress):
             self.stage, self.progress, self.detail = event.stage, float(event.fraction), event.detail
         elif isinstance(event, Result):
-            self.mesh, self.reused_encoding = event.mesh, event.reused_encoding
+            self.mesh, self.scene_code, self.reused_encoding = event.mesh, event.scene_code, event.reused_encoding
         elif isinstance(event, Failure):
             self.error = event.error
 
@@ -130,14 +156,15 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
 
     Raises InputError when no usable image is given."""
     settings = scene_settings(context)
-    options = {
+    options, output = ({
         name: overrides.get(name) if overrides.get(name) is not None else getattr(settings, name)
-        for name in ("remove_background", "foreground_ratio", "resolution", "threshold")
-    }
+        for name in names
+    } for names in (IMAGE_SETTINGS, OUTPUT_SETTINGS))
     options["resolution"] = int(options["resolution"])
     # Blender keeps floats in single precision: 0.85 would arrive as 0.8500000238 and shift the image framing.
     options["foreground_ratio"] = round(float(options["foreground_ratio"]), 6)
     options["threshold"] = round(float(options["threshold"]), 6)
+    options.update(worker_output(output))
     GenerateSettings(**options).validate()
     at_cursor = overrides.get("place_at_cursor")
     at_cursor = settings.place_at_cursor if at_cursor is None else at_cursor
@@ -156,14 +183,16 @@ def build_request(context, *, image="", filepath="", **overrides) -> GenerateReq
         raise InputError("No image chosen: pick or open an image in the Image to Mesh panel, or pass image= or "
                          "filepath= to bpy.ops.image_to_mesh.generate.")
 
-    preferences = get_preferences(context)
-    model = ModelSpec(
-        source=model_source(preferences),
-        device=preferences.device,
-        **model_caches(),
-        allow_download=bpy.app.online_access,
-    )
-    return GenerateRequest(source, name, options, model, at_cursor)
+    return GenerateRequest(source, name, options, model_spec(context), at_cursor, output)
+
+
+def worker_output(output: dict) -> dict:
+    """What the worker does of the Output settings: with Quads it hands over a closed mesh of a few times the
+    target's faces, for QuadriFlow, and no texture (the remeshed object is baked afterwards)."""
+    worker = {name: output[name] for name in ("texture_size", "face_limit", "remove_floaters", "watertight")}
+    if output["quads"]:
+        worker.update(texture_size=0, watertight=True, face_limit=QUADS_INPUT_FACES * output["face_limit"])
+    return worker
 
 
 def has_scene_image(context) -> bool:
@@ -207,7 +236,7 @@ def show_status(context, job: GenerateJob | None, *, error: str = "", result: st
                 area.tag_redraw()
 
 
-SETTING_NAMES = ("resolution", "remove_background", "foreground_ratio", "threshold")
+SETTING_NAMES = IMAGE_SETTINGS + OUTPUT_SETTINGS
 
 
 def fail(context, error: ImageToMeshError, report):
@@ -313,7 +342,9 @@ class QueueRun:
             try:
                 batch.add(context, job)
                 self.reused = job.reused_encoding
-            except ImageToMeshError as error:  # e.g. the active collection cannot take objects
+                if job.warning:
+                    self.report({"WARNING"}, job.warning)
+            except ImageToMeshError as error:  # e.g. the active collection cannot take objects, Quads' remesh failed
                 batch.fail(error)
         self.job = batch.next_job()
 
@@ -363,6 +394,11 @@ class GenerateRun:
     remove_background: BoolProperty(name="Remove Background", default=REMOVE_BACKGROUND)
     foreground_ratio: FloatProperty(name="Foreground Ratio", subtype="FACTOR", **bounds(FOREGROUND_RATIO, hard=False))
     threshold: FloatProperty(name="Density Threshold", **bounds(THRESHOLD, hard=False))
+    texture_size: IntProperty(name="Texture Size", description="0: vertex colours only", **TEXTURE_SIZE)
+    face_limit: IntProperty(name="Face Limit", description="0: no limit", **FACE_LIMIT)
+    remove_floaters: BoolProperty(name="Remove Floaters", default=True)
+    watertight: BoolProperty(name="Watertight", default=False)
+    quads: BoolProperty(name="Quads", default=False)
 
     _run: QueueRun | None = None
 
@@ -421,7 +457,7 @@ class GenerateRun:
         job = GenerateJob(request, python_executable(get_preferences(context)))
         job.start()
         # Remember the choices and the image, so redo (Adjust Last Operation) repeats the last image's job.
-        for name, value in request.settings.items():
+        for name, value in {**request.settings, **request.output}.items():
             setattr(self, name, value)
         return job
 

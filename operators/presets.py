@@ -37,4 +37,9 @@ class IMAGE_TO_MESH_OT_preset_add(AddPresetBase, bpy.types.Operator):
         "settings.foreground_ratio",
         "settings.resolution",
         "settings.threshold",
+        "settings.texture_size",
+        "settings.face_limit",
+        "settings.remove_floaters",
+        "settings.watertight",
+        "settings.quads",
     ]

@@ -2,15 +2,20 @@
 
 import bpy
 
+from ..core.asset import DEFAULT_TEXTURE_SIZE
+from ..operators.fields import is_generated
 from ..properties import job_status, scene_settings
 from .presets import IMAGE_TO_MESH_PT_presets
 
 
-class VIEW3D_PT_image_to_mesh(bpy.types.Panel):
-    bl_label = "Image to Mesh"
+class _SidebarPanel:
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Image to Mesh"
+
+
+class VIEW3D_PT_image_to_mesh(_SidebarPanel, bpy.types.Panel):
+    bl_label = "Image to Mesh"
 
     def draw_header_preset(self, context):
         IMAGE_TO_MESH_PT_presets.draw_panel_header(self.layout)
@@ -55,11 +60,29 @@ class VIEW3D_PT_image_to_mesh(bpy.types.Panel):
             layout.label(text=status.result, icon="CHECKMARK")
 
 
-class VIEW3D_PT_image_to_mesh_advanced(bpy.types.Panel):
+class VIEW3D_PT_image_to_mesh_output(_SidebarPanel, bpy.types.Panel):
+    bl_label = "Output"
+    bl_parent_id = "VIEW3D_PT_image_to_mesh"
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        settings = scene_settings(context)
+        column = layout.column()
+        column.enabled = not job_status(context).running
+        column.prop(settings, "texture_size")
+        column.prop(settings, "face_limit")
+        column.prop(settings, "remove_floaters")
+        column.prop(settings, "watertight")
+        column.prop(settings, "quads")
+        if is_generated(context.active_object):
+            layout.operator("image_to_mesh.bake_texture", icon="TEXTURE").texture_size = settings.texture_size \
+                or DEFAULT_TEXTURE_SIZE
+
+
+class VIEW3D_PT_image_to_mesh_advanced(_SidebarPanel, bpy.types.Panel):
     bl_label = "Advanced"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Image to Mesh"
     bl_parent_id = "VIEW3D_PT_image_to_mesh"
     bl_options = {"DEFAULT_CLOSED"}
 

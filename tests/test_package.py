@@ -47,7 +47,8 @@ def test_zip_holds_the_extension_and_its_wheels_but_no_development_files(linux_z
     wheels = sorted(name for name in names if name.startswith("wheels/"))
     assert sorted(w.removeprefix("./") for w in manifest["wheels"]) == wheels
     wheel_projects = {Path(w).name.split("-")[0].lower() for w in wheels}
-    assert {"torch", "scikit_image", "scipy", "pillow", "huggingface_hub", "pyyaml"} <= wheel_projects
+    assert {"torch", "scikit_image", "scipy", "pillow", "huggingface_hub", "pyyaml", "fast_simplification", "xatlas",
+            "trimesh"} <= wheel_projects
     assert "numpy" not in wheel_projects  # Blender ships its own
     (torch_wheel,) = [w for w in wheels if Path(w).name.startswith("torch-")]
     assert "+cpu" in torch_wheel and "cp311" in torch_wheel and "x86_64" in torch_wheel
@@ -105,10 +106,13 @@ def test_installed_zip_generates_a_mesh_with_its_bundled_wheels(linux_zip, tmp_p
     assert Path(result["files"]["extension"]).is_relative_to(installed / "user_default" / "image_to_mesh")
     for name in ("torch", "skimage", "scipy", "PIL"):
         assert Path(result["files"][name]).is_relative_to(installed / ".local"), name
-    # The installed copy made the same mesh as this checkout's core does with the same input and settings.
+    # The installed copy made the same mesh as this checkout's core does with the same input and settings (the
+    # panel's Output defaults: floaters removed, face limit, a texture baked with the bundled xatlas).
     from core import GenerateSettings, generate, load_model
+    from core.asset import DEFAULT_FACE_LIMIT, DEFAULT_TEXTURE_SIZE
 
     expected = generate(load_model(tiny_model_dir, device="cpu"), tiny_model_dir / "input.png",
-                        GenerateSettings(resolution=32))
+                        GenerateSettings(resolution=32, remove_floaters=True, face_limit=DEFAULT_FACE_LIMIT,
+                                         texture_size=DEFAULT_TEXTURE_SIZE))
     assert len(expected.vertices) > 0
     assert (result["vertices"], result["faces"]) == (len(expected.vertices), len(expected.faces))

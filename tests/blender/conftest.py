@@ -56,6 +56,10 @@ def empty_scene(request, monkeypatch):
         request.getfixturevalue("addon_module")
     monkeypatch.setenv("IMAGE_TO_MESH_MODEL", str(FIXTURE_DIR))
     bpy.ops.wm.read_homefile(use_empty=True)
+    # The raw surface unless a test asks for the Output options (tests/blender/test_asset.py): comparable with
+    # core's own mesh, and quick.
+    settings = bpy.context.scene.image_to_mesh
+    settings.texture_size, settings.face_limit, settings.remove_floaters = 0, 0, False
     yield
     generate = sys.modules.get(request.getfixturevalue("addon_module") + ".operators.generate")
     if generate is not None and generate.active_job() is not None:

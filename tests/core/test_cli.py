@@ -29,11 +29,11 @@ def run_cli(*args, env=None):
 def test_cli_writes_a_mesh_that_reads_back(tiny_model_dir, tmp_path, fmt):
     result = run_cli(
         tiny_model_dir / "input.png", "-o", tmp_path / "out", "--model", tiny_model_dir,
-        "--resolution", "32", "--format", fmt, "--device", "cpu",
+        "--resolution", "32", "--format", fmt, "--device", "cpu", "--keep-floaters", "--texture-size", "0",
     )
     assert result.returncode == 0, result.stderr
     mesh = Mesh.load(tmp_path / "out" / f"input.{fmt}")
-    assert (len(mesh.vertices), len(mesh.faces)) == (11627, 21992)
+    assert (len(mesh.vertices), len(mesh.faces)) == (11627, 21992)  # the raw surface
     assert 0.0 <= mesh.colors.min() and mesh.colors.max() <= 1.0
     for stage in ("Loading model", "Preparing image", "Encoding image", "Extracting mesh", "Saving mesh"):
         assert stage in result.stderr
@@ -117,7 +117,8 @@ def test_two_processes_under_torchrun_share_the_images_and_skip_existing_does_no
     assert all(record["status"] == "done" and record["error"] is None for record in done)
     assert sorted(record["image"] for record in done) == sorted(map(str, images))  # each image once
     assert sorted(Path(record["outputs"][0]).name for record in done) == sorted(meshes)
-    assert set(done[0]["times"]) == {"Preparing image", "Encoding image", "Extracting mesh", "Saving mesh"}
+    assert set(done[0]["times"]) == {"Preparing image", "Encoding image", "Extracting mesh", "Finishing mesh",
+                                     "Saving mesh"}  # floaters are removed by default
     modified = {path: path.stat().st_mtime_ns for path in out.glob("*.ply")}
 
     for status, stderr in launch(["--skip-existing"]):
@@ -152,3 +153,25 @@ def test_cli_keeps_the_hub_clients_retry_noise_out(tiny_model_dir, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Retrying" not in result.stderr and "thrown while requesting" not in result.stderr
     assert result.stderr.count("error:") == 1
+
+
+def test_cli_textured_obj_and_glb_within_the_face_limit(tiny_model_dir, tmp_path):
+    """Defaults: floaters removed, a 1024² texture for obj and glb (here 64² to stay quick); each mesh's files
+    are named after it."""
+    import trimesh
+
+    result = run_cli(
+        tiny_model_dir / "input.png", tiny_model_dir / "preprocessed.png", "-o", tmp_path, "--model", tiny_model_dir,
+        "--resolution", "32", "--format", "obj", "--device", "cpu", "--face-limit", "3000", "--texture-size", "64",
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "input.mtl", "input.obj", "input_texture.png", "manifest.jsonl", "preprocessed.mtl", "preprocessed.obj",
+        "preprocessed_texture.png"]
+    loaded = trimesh.load(tmp_path / "input.obj", force="mesh", process=False)
+    assert 2900 <= len(loaded.faces) <= 3000 and loaded.visual.uv is not None
+    assert "Baking texture" in result.stderr and "Finishing mesh" in result.stderr
+
+    result = run_cli(tiny_model_dir / "input.png", "-o", tmp_path, "--model", tiny_model_dir, "--resolution", "32",
+                     "--format", "ply", "--texture-size", "64")
+    assert result.returncode == 1 and "cannot carry a texture" in result.stderr

@@ -108,7 +108,7 @@ def test_empty_mesh_round_trip(tmp_path):
 
 
 def test_unknown_suffix_is_refused(tmp_path):
-    with pytest.raises(InputError, match=r"\.ply or \.obj"):
+    with pytest.raises(InputError, match=r"\.ply, \.obj or \.glb"):
         tetrahedron().save(tmp_path / "mesh.stl")
     with pytest.raises(InputError, match=r"\.ply or \.obj"):
         Mesh.load(tmp_path / "mesh.glb")
