@@ -110,8 +110,8 @@ def extract_mesh(density_fn: Field, color_fn: Field, *, resolution: int = 256, t
     if coarse_to_fine:
         config = coarse_to_fine if isinstance(coarse_to_fine, CoarseToFine) else CoarseToFine()
         _check_coarse_to_fine(config)
-        grid, cells = _coarse_to_fine_grid(_GridSampler(density_fn, grid_density, resolution, radius, stats),
-                                           threshold, config, report(0.0, 0.8))
+        sampler = _GridSampler(density_fn, grid_density, resolution, radius, stats, heartbeat=report.again)
+        grid, cells = _coarse_to_fine_grid(sampler, threshold, config, report(0.0, 0.8))
     else:
         grid = density_grid(density_fn, resolution, radius, grid_density=grid_density, progress=report(0.0, 0.8),
                             stats=stats)
@@ -133,10 +133,11 @@ def extract_mesh(density_fn: Field, color_fn: Field, *, resolution: int = 256, t
 
 
 class _GridSampler:
-    """Evaluates the density at grid points given by flat index into `grid`, writing the values there."""
+    """Evaluates the density at grid points given by flat index into `grid`, writing the values there. heartbeat
+    is called after every batch: a long step still reports progress, which is also where a caller cancels."""
 
     def __init__(self, density_fn: Field, grid_density: Optional[GridDensity], resolution: int, radius: float,
-                 stats: ExtractionStats):
+                 stats: ExtractionStats, heartbeat=lambda: None):
         self.grid = np.full((resolution,) * 3, np.nan, np.float32)  # NaN = not evaluated yet
         self.flat = self.grid.reshape(-1)
         self.resolution = resolution
@@ -144,6 +145,7 @@ class _GridSampler:
         self.density_at = grid_density(self.axis) if grid_density else None
         self.density_fn = density_fn
         self.stats = stats
+        self.heartbeat = heartbeat
 
     def evaluate(self, flat_indices: np.ndarray) -> None:
         res = self.resolution
@@ -159,6 +161,7 @@ class _GridSampler:
                 raise ModelError("The model returned NaN densities: its weights or input may be broken.")
             self.flat[flat_indices[start:start + BATCH_POINTS]] = values
             self.stats.density_evaluations += len(index)
+            self.heartbeat()
 
 
 def _coarse_to_fine_grid(sampler: _GridSampler, threshold, config: CoarseToFine, progress):
@@ -177,7 +180,7 @@ def _coarse_to_fine_grid(sampler: _GridSampler, threshold, config: CoarseToFine,
             search = search[np.ix_(parent_of, parent_of, parent_of)]
         blocks = np.argwhere(np.ones((lattice.blocks,) * 3, bool) if search is None else search)
         straddle, near = _judge_blocks(grid, lattice, blocks, threshold, config.margin * lattice.stride / top.stride,
-                                       config.slope_factor)
+                                       config.slope_factor, sampler.heartbeat)
         if search is None and not (straddle | near).any():
             raise _no_surface(grid, threshold)
         seeds.append(_crossing_cells(sampler, lattice, threshold))
@@ -313,7 +316,7 @@ def _evaluate_closures(sampler: _GridSampler, lattice: _Lattice, block_index: np
         sampler.evaluate(_unique_unevaluated(sampler.flat, index))
 
 
-def _judge_blocks(grid, lattice: _Lattice, blocks: np.ndarray, threshold, margin, slope_factor):
+def _judge_blocks(grid, lattice: _Lattice, blocks: np.ndarray, threshold, margin, slope_factor, heartbeat):
     """For the given blocks of the lattice (K, 3): straddle (their corners lie on both sides of the threshold)
     and near (they do not, but a separate piece may hide inside: see CoarseToFine), as (blocks,)³ masks. Each
     block is judged from the 4×4×4 lattice points around it; callers pass blocks whose corners are evaluated."""
@@ -347,6 +350,7 @@ def _judge_blocks(grid, lattice: _Lattice, blocks: np.ndarray, threshold, margin
         hidden[close] = within.all(axis=2).any(axis=1)
         straddle[tuple(block.T)] = crossing
         near[tuple(block.T)] = hidden | rough
+        heartbeat()
     return straddle, near
 
 
@@ -430,7 +434,8 @@ def _is_number(value) -> bool:
 
 
 def _stage_progress(progress: Progress):
-    """report(a, b) → a callback mapping a stage's own 0..1 onto a..b of the whole, never going backwards."""
+    """report(a, b) → a callback mapping a stage's own 0..1 onto a..b of the whole, never going backwards;
+    report.again() reports the last value once more."""
     last = [0.0]
 
     def report(low, high):
@@ -441,4 +446,9 @@ def _stage_progress(progress: Progress):
                 progress(value)
         return callback
 
+    def again():
+        if progress:
+            progress(last[0])
+
+    report.again = again
     return report

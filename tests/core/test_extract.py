@@ -371,3 +371,25 @@ def test_progress_rises_to_one_and_can_cancel(coarse_to_fine):
 
     with pytest.raises(Cancelled):
         extract_mesh(density, gray, resolution=96, coarse_to_fine=coarse_to_fine, progress=cancel)
+
+
+def test_progress_is_reported_after_every_batch_of_evaluations(monkeypatch):
+    # The worker cancels inside the progress callback: a long extraction must reach it after every batch of
+    # density queries, not only between its steps (a 256³ noisy field spends many batches in one step).
+    monkeypatch.setattr("core.extract.BATCH_POINTS", 4096)  # many batches from a small field
+    density = density_from_depth(torus(), slope=40.0)
+    queries_since_progress, most = [0], [0]
+
+    def counting_density(points):
+        queries_since_progress[0] += 1
+        most[0] = max(most[0], queries_since_progress[0])
+        return density(points)
+
+    def progress(fraction):
+        queries_since_progress[0] = 0
+
+    stats = ExtractionStats()
+    extract_mesh(counting_density, gray, resolution=128, threshold=THRESHOLD, radius=RADIUS, progress=progress,
+                 stats=stats)
+    assert stats.density_evaluations > 20 * 4096  # many batches in all
+    assert most[0] == 1
