@@ -35,10 +35,8 @@ def checker_model(checker_dir):
 @pytest.fixture(scope="module")
 def checker_blend(ext, checker_dir, tmp_path_factory):
     """A .blend with one object generated at texture 1024 and face limit 20,000, and what it held before saving."""
-    import os
-
-    os.environ["IMAGE_TO_MESH_MODEL"] = str(checker_dir)
-    try:
+    with pytest.MonkeyPatch.context() as env:  # module scope: set up before, and outliving, each test's own env
+        env.setenv("IMAGE_TO_MESH_MODEL", str(checker_dir))
         bpy.ops.wm.read_homefile(use_empty=True)
         assert bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), resolution=160, texture_size=1024,
                                               face_limit=20000) == {"FINISHED"}
@@ -46,8 +44,6 @@ def checker_blend(ext, checker_dir, tmp_path_factory):
         before = snapshot(ext, obj)
         path = tmp_path_factory.mktemp("checker_blend") / "checker.blend"
         bpy.ops.wm.save_as_mainfile(filepath=str(path))
-    finally:
-        os.environ["IMAGE_TO_MESH_MODEL"] = str(FIXTURE_DIR)
     return path, before
 
 
