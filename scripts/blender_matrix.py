@@ -76,11 +76,15 @@ def version(text: str) -> tuple[int, ...]:
 
 
 def reference_mesh() -> tuple[int, int]:
-    """(vertices, faces) that this checkout's core makes of the tiny model's input at resolution 32."""
+    """(vertices, faces) that this checkout's core makes of the tiny model's input at resolution 32 with the panel's
+    Output defaults (floaters removed, the face limit, a texture baked with the bundled xatlas), as the add-on does."""
     sys.path.insert(0, str(REPO_ROOT))
     from core import GenerateSettings, generate, load_model
+    from core.asset import DEFAULT_FACE_LIMIT, DEFAULT_TEXTURE_SIZE
 
-    mesh = generate(load_model(TINY_MODEL, device="cpu"), TINY_MODEL / "input.png", GenerateSettings(resolution=32))
+    settings = GenerateSettings(resolution=32, remove_floaters=True, face_limit=DEFAULT_FACE_LIMIT,
+                                texture_size=DEFAULT_TEXTURE_SIZE)
+    mesh = generate(load_model(TINY_MODEL, device="cpu"), TINY_MODEL / "input.png", settings)
     return len(mesh.vertices), len(mesh.faces)
 
 
@@ -201,8 +205,8 @@ def print_table(rows: list[dict], expected):
     lines = [[row["bpy"], row.get("python", "?"), row["numpy"], row["zip"], row.get("range", "?"), row["result"],
               f"{row.get('setup_seconds', 0):.0f}", f"{row.get('seconds', 0):.0f}"] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
-    print(f"\nInstalled zip -> generate (tiny model, resolution 32; reference mesh {expected[0]} vertices, "
-          f"{expected[1]} faces):")
+    print(f"\nInstalled zip -> generate (tiny model, resolution 32, Output defaults; reference mesh {expected[0]} "
+          f"vertices, {expected[1]} faces):")
     for cells in [header, ["-" * width for width in widths], *lines]:
         print("| " + " | ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)) + " |")
 
