@@ -50,6 +50,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     freeze_image_encoder: bool = False
     workers: int = 0  # data-loading processes per training process
+    echo: int = 1  # optimizer steps per batch made: > 1 when making data, not the model, limits the speed
+    max_seconds: float | None = None  # stop (saved) after this long in this session; the same command continues
     data_folder: str | None = None  # (image, mesh) pairs instead of synthetic objects; see training/folders.py
     mesh_folder: str | None = None  # meshes rendered from many views; see training/folders.py
     losses: LossWeights = field(default_factory=LossWeights)
@@ -75,7 +77,8 @@ def make_dataset(config: TrainConfig, data: DataConfig):
 
 
 class StepSampler(torch.utils.data.Sampler):
-    """Batches of global sample indices for this process: step s, rank r takes s·B + r·B/W … + B/W − 1."""
+    """Batches of global sample indices for this process: batch s, rank r takes s·B + r·B/W … + B/W − 1.
+    With data echoing, batch s serves optimizer steps s·echo … s·echo + echo − 1."""
 
     def __init__(self, start_step: int, steps: int, batch_size: int, rank: int, world: int, length: int):
         self.start, self.steps, self.batch, self.rank, self.world, self.length = \
@@ -93,6 +96,16 @@ class StepSampler(torch.utils.data.Sampler):
 
 def _worker_init(_):
     torch.set_num_threads(1)
+
+
+def out_of_time(config: TrainConfig, session_started: float, distributed: bool, device) -> bool:
+    """Whether config.max_seconds have passed since this session's first step; all processes agree."""
+    if config.max_seconds is None:
+        return False
+    late = torch.tensor([float(time.perf_counter() - session_started >= config.max_seconds)], device=device)
+    if distributed:
+        torch.distributed.all_reduce(late, op=torch.distributed.ReduceOp.MAX)
+    return bool(late.item())
 
 
 def build_model(model_config, config: TrainConfig, out_dir: Path, init: str | None, device):
@@ -156,10 +169,12 @@ def train(config: TrainConfig, data: DataConfig, model_config, out_dir, init=Non
             f"{world} process(es) on {torch_device}; autocast {autocast_dtype}; out {out_dir}")
 
     dataset = dataset if dataset is not None else make_dataset(config, data)
+    batches = StepSampler(step // config.echo, -(-config.steps // config.echo), config.batch_size, rank, world,
+                          len(dataset))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=StepSampler(step, config.steps, config.batch_size, rank, world, len(dataset)),
-        num_workers=config.workers, worker_init_fn=_worker_init if config.workers else None,
-        persistent_workers=config.workers > 0)
+        dataset, batch_sampler=batches, num_workers=config.workers,
+        worker_init_fn=_worker_init if config.workers else None, persistent_workers=config.workers > 0,
+        pin_memory=torch_device.type == "cuda")
 
     def state():
         return {"step": step, "elapsed_seconds": round(elapsed, 1), "command": command,
@@ -167,35 +182,45 @@ def train(config: TrainConfig, data: DataConfig, model_config, out_dir, init=Non
                 "processes": world, "device": str(torch_device)}
 
     sums, count, started = {}, 0, time.perf_counter()
+    session_started, stopping = started, False
     for batch in loader:
         batch = {k: v.to(torch_device, non_blocking=True) for k, v in batch.items() if k != "label"}
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
-        with torch.autocast(torch_device.type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
-            parts = wrapped(batch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(parts["loss"]).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        step += 1
-        for name, value in parts.items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach())
-        count += 1
-        if step % config.log_every == 0 or step == config.steps:
-            now = time.perf_counter()
-            elapsed += now - started
-            means = {name: round(total / count, 5) for name, total in sums.items()}
-            entry = {"step": step, "seconds": round(elapsed, 1), "lr": round(learning_rate(config, step - 1), 7),
-                     **means, "seconds_per_step": round((now - started) / count, 3)}
-            history.append(entry)
+        for _ in range(min(config.echo - step % config.echo, config.steps - step)):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
+            with torch.autocast(torch_device.type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
+                parts = wrapped(batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(parts["loss"]).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            count += 1
+            stopping = out_of_time(config, session_started, distributed, torch_device)
+            if step % config.log_every == 0 or step == config.steps or stopping:
+                now = time.perf_counter()
+                elapsed += now - started
+                means = {name: round(total / count, 5) for name, total in sums.items()}
+                entry = {"step": step, "seconds": round(elapsed, 1), "lr": round(learning_rate(config, step - 1), 7),
+                         **means, "seconds_per_step": round((now - started) / count, 3)}
+                history.append(entry)
+                if rank == 0:
+                    log(json.dumps(entry))
+                sums, count, started = {}, 0, now
+            if rank == 0 and (step % config.save_every == 0 or step == config.steps or stopping):
+                checkpoint.save(out_dir, model, state(), optimizer)
+            if stopping:
+                break
+        if stopping:
             if rank == 0:
-                log(json.dumps(entry))
-            sums, count, started = {}, 0, now
-        if rank == 0 and (step % config.save_every == 0 or step == config.steps):
-            checkpoint.save(out_dir, model, state(), optimizer)
+                log(f"stopped at step {step} after {config.max_seconds:g} s (--max-seconds); "
+                    "the same command continues the run")
+            break
     if distributed:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -218,7 +243,7 @@ def parse_args(argv=None):
         if f.type in (bool, "bool"):
             parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None)
         else:
-            kind = {"int": int, "float": float}.get(f.type, f.type if f.type in (int, float) else str)
+            kind = next((t for t in (int, float) if f.type in (t, t | None)), str)
             parser.add_argument(name, type=kind, default=None, help=f"(default {getattr(defaults, f.name)})")
     for f in dataclasses.fields(LossWeights):
         parser.add_argument(f"--{f.name.replace('_', '-')}-weight", type=float, default=None)

@@ -18,7 +18,7 @@ from core.weights import load_model
 from training import checkpoint, precision
 from training.data import SyntheticObjects
 from training.presets import preset
-from training.train import TrainConfig, learning_rate, train
+from training.train import TrainConfig, learning_rate, parse_args, train
 
 MODEL, DATA, OVERRIDES = preset("tiny")
 
@@ -94,6 +94,47 @@ def test_a_committed_model_folder_alone_continues_the_run(tmp_path):
     state = train(config(steps=5), DATA, MODEL, tmp_path / "fresh_cache", init=committed, **run)
     assert state["step"] == 5
     assert [h["step"] for h in state["history"]] == [1, 2, 3, 4, 5]
+
+
+class Recorded(list):
+    """The fixed set, noting which sample indices the trainer asks for."""
+
+    def __init__(self, samples):
+        super().__init__(samples)
+        self.asked = []
+
+    def __getitem__(self, index):
+        self.asked.append(index)
+        return super().__getitem__(index)
+
+
+def test_data_echoing_steps_twice_per_batch_and_resumes_inside_a_batch(tmp_path):
+    straight = Recorded(fixed_set())
+    train(config(steps=6, echo=2), DATA, MODEL, tmp_path / "straight", dataset=straight, log=lambda _: None)
+    assert straight.asked == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3]  # 3 batches of 4 (index mod 8) for 6 steps
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(Crash):
+        train(config(steps=6, echo=2, save_every=3), DATA, MODEL, interrupted, dataset=fixed_set(),
+              log=crash_after(3))
+    resumed = Recorded(fixed_set())
+    state = train(config(steps=6, echo=2, save_every=3), DATA, MODEL, interrupted, dataset=resumed,
+                  log=lambda _: None)
+    assert resumed.asked == [4, 5, 6, 7, 0, 1, 2, 3]  # step 4 is the second use of batch 2, then batch 3
+    assert [h["step"] for h in state["history"]] == [1, 2, 3, 4, 5, 6]
+    a, b = parameters(tmp_path / "straight" / "checkpoint"), parameters(interrupted / "checkpoint")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_max_seconds_stops_with_a_checkpoint_and_the_same_command_continues(tmp_path):
+    logs = []
+    state = train(config(steps=5, save_every=100, max_seconds=0), DATA, MODEL, tmp_path, dataset=fixed_set(),
+                  log=logs.append)
+    assert state["step"] == 1 and checkpoint.read_state(tmp_path / "checkpoint")["step"] == 1
+    assert logs[-1].startswith("stopped at step 1 after 0 s (--max-seconds)")
+    assert parse_args(["--max-seconds", "1.5", "--echo", "2"]).max_seconds == 1.5
+    state = train(config(steps=5, save_every=100), DATA, MODEL, tmp_path, dataset=fixed_set(), log=lambda _: None)
+    assert state["step"] == 5 and [h["step"] for h in state["history"]] == [1, 2, 3, 4, 5]
 
 
 def _free_port():
