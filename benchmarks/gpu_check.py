@@ -40,12 +40,20 @@ def no_cuda_message() -> str:
             "on a machine with an NVIDIA GPU and a CUDA build of PyTorch: make gpu-check GPU_PYTHON=/path/to/python.")
 
 
+def raw_log_density(model, code: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """The decoder's density output before exp, on the CPU in float64: finite where the density itself overflows
+    (random full-size weights give densities beyond float32)."""
+    with torch.inference_mode():
+        features = model._triplane_features(code.to(model.device), points.to(model.device))
+        return model._decode(features)[:, 0].double().cpu()
+
+
 def parity(model_a, model_b, pixels: np.ndarray) -> dict:
     """The same model on two devices, float32: scene codes and the raw log-density at random points."""
     codes = [encode(model, pixels, "float32") for model in (model_a, model_b)]
     generator = torch.Generator().manual_seed(0)
     points = (torch.rand(PARITY_POINTS, 3, generator=generator) * 2 - 1) * model_a.config.renderer.radius
-    log_density = [torch.log(model.query(code, points)[0].double()) for model, code in zip((model_a, model_b), codes)]
+    log_density = [raw_log_density(model, code, points) for model, code in zip((model_a, model_b), codes)]
     result = {"devices": f"{model_a.device} vs {model_b.device}",
               "code_max_diff": float((codes[0].cpu() - codes[1].cpu()).abs().max()),
               "log_density_max_diff": float((log_density[0] - log_density[1]).abs().max())}

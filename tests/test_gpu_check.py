@@ -40,6 +40,16 @@ def test_parity_fails_when_the_weights_differ(tiny_model_dir, pixels):
     assert result["code_max_diff"] == pytest.approx(0.01, rel=1e-3) and not result["passed"]
 
 
+def test_parity_holds_where_the_density_overflows(tiny_model_dir, pixels):
+    a, b = (load_model(tiny_model_dir, device="cpu", allow_download=False) for _ in range(2))
+    for model in (a, b):
+        with torch.no_grad():
+            model.decoder.layers[-1].bias[0] = 200.0  # exp(200) is inf in float32, as random full-size weights give
+    assert torch.isinf(a.query(a.encode(torch.from_numpy(pixels)[None])[0], torch.zeros(1, 3))[0]).all()
+    result = gpu_check.parity(a, b, pixels)
+    assert result["log_density_max_diff"] == 0.0 and result["passed"]
+
+
 def test_reduced_precision_bound_is_measured_against_float32(models, pixels):
     result = gpu_check.precision_bound(models[0], pixels, "bfloat16")
     assert 1e-4 < result["code_relative_diff"] < gpu_check.FLOAT16_CODE_BOUND and result["passed"]
