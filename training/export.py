@@ -67,9 +67,14 @@ def model_card(folder: Path, state: dict, results: dict | None) -> str:
         "",
         f"- Architecture: `config.yaml` (+ `vit_config.json`): {parameters:,} parameters, {size_mb:.1f} MB, "
         f"input {model.config.cond_image_size}², camera-aligned position codes on (`backbone.position_codes`).",
-        f"- Training: {state['step']:,} of {train['steps']:,} scheduled steps, batch {train['batch_size']}, AdamW "
-        f"(lr {train['learning_rate']}, warm-up {train['warmup_steps']} steps, cosine decay), "
-        f"{hours:.1f} h on {state.get('processes', 1)} process(es), device {state.get('device', 'cpu')}.",
+        f"- Training: {state['step']:,} steps in {hours:.1f} h, AdamW (warm-up {train['warmup_steps']} steps, "
+        f"cosine decay to {train['min_learning_rate_ratio']:g} of the peak at the scheduled last step):",
+        *[f"  - steps {s['from_step']:,}–{s['to_step']:,}: {s['seconds'] / 3600:.2f} h, {s['device']} "
+          f"({s['processes']} process(es)), batch {s['batch_size']}"
+          + (f", each batch used for {s['echo']} steps" if s.get("echo", 1) > 1 else "")
+          + f", lr {s['learning_rate']:g} scheduled to step {s['steps']:,}"
+          + (f": `{s['command']}`" if s["command"] else "")
+          for s in state.get("sessions", [])],
         f"- Losses: occupancy (binary cross-entropy around density 25), colour near the surface, and volume renders "
         f"(opacity and colour of {data_config['rays_per_view']} rays × {1 + data_config['random_views']} views, "
         f"{data_config['render_samples']} samples per ray) from the input view and a random one.",

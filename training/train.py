@@ -144,6 +144,10 @@ def train(config: TrainConfig, data: DataConfig, model_config, out_dir, init=Non
     step = previous["step"] if previous else 0
     elapsed = previous.get("elapsed_seconds", 0.0) if previous else 0.0
     history = previous.get("history", []) if previous else []
+    earlier_sessions = previous.get("sessions", []) if previous else []
+    session = {"from_step": step, "device": str(torch_device), "processes": world, "batch_size": config.batch_size,
+               "echo": config.echo, "learning_rate": config.learning_rate, "steps": config.steps, "command": command}
+    session_elapsed_from = elapsed
     model.image_tokenizer.gradient_checkpointing = config.gradient_checkpointing
     model.backbone.gradient_checkpointing = config.gradient_checkpointing
     if config.freeze_image_encoder:
@@ -177,7 +181,9 @@ def train(config: TrainConfig, data: DataConfig, model_config, out_dir, init=Non
         pin_memory=torch_device.type == "cuda")
 
     def state():
+        this_session = {**session, "to_step": step, "seconds": round(elapsed - session_elapsed_from, 1)}
         return {"step": step, "elapsed_seconds": round(elapsed, 1), "command": command,
+                "sessions": earlier_sessions + [this_session],
                 "train": dataclasses.asdict(config), "data": dataclasses.asdict(data), "history": history[-2000:],
                 "processes": world, "device": str(torch_device)}
 

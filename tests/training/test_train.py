@@ -135,6 +135,7 @@ def test_max_seconds_stops_with_a_checkpoint_and_the_same_command_continues(tmp_
     assert parse_args(["--max-seconds", "1.5", "--echo", "2"]).max_seconds == 1.5
     state = train(config(steps=5, save_every=100), DATA, MODEL, tmp_path, dataset=fixed_set(), log=lambda _: None)
     assert state["step"] == 5 and [h["step"] for h in state["history"]] == [1, 2, 3, 4, 5]
+    assert [(s["from_step"], s["to_step"], s["device"]) for s in state["sessions"]] == [(0, 1, "cpu"), (1, 5, "cpu")]
 
 
 def _free_port():
