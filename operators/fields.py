@@ -2,7 +2,9 @@
 named by the SHA-256 of its contents, which the object keeps as a custom property with the model and settings
 that made it. Custom properties are saved in the .blend; the field itself (about 2 MB at the official size)
 stays out of it, so files and undo steps stay small and copies of an object share one file. A .blend opened on
-another machine finds no field there, and says so."""
+another machine finds no field there, and says so. The folder keeps the most recently used fields within
+FIELDS_BUDGET_BYTES: storing a new one removes the least recently used beyond it (a re-bake of such an old object
+then says its field is gone)."""
 
 import hashlib
 import json
@@ -18,6 +20,7 @@ from ..preferences import user_folder
 FIELD_KEY = "image_to_mesh_field"
 MODEL_KEY = "image_to_mesh_model"
 SETTINGS_KEY = "image_to_mesh_settings"
+FIELDS_BUDGET_BYTES = 1 << 30  # about 500 fields of the official model's size
 
 
 def field_path(digest: str) -> Path:
@@ -29,7 +32,9 @@ def keep(obj, scene_code: np.ndarray, model_source: str, settings: dict) -> Path
     scene_code = np.ascontiguousarray(scene_code, np.float32)
     digest = hashlib.sha256(repr(scene_code.shape).encode() + scene_code.tobytes()).hexdigest()
     path = field_path(digest)
-    if not path.exists():
+    if path.exists():
+        os.utime(path)
+    else:
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as file:
@@ -38,10 +43,34 @@ def keep(obj, scene_code: np.ndarray, model_source: str, settings: dict) -> Path
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        prune(path.parent, FIELDS_BUDGET_BYTES, keep=path)
     obj[FIELD_KEY] = digest
     obj[MODEL_KEY] = model_source
     obj[SETTINGS_KEY] = json.dumps(settings, sort_keys=True)
     return path
+
+
+def prune(folder: Path, budget_bytes: int, keep: Path) -> list[Path]:
+    """Remove the least recently used fields (oldest modification time; loading a field renews it) until the
+    folder's fields fit in budget_bytes; `keep` always stays. → the removed paths"""
+    fields = []
+    for path in Path(folder).glob("*.npy"):
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # removed meanwhile by another Blender
+            continue
+        fields.append((info.st_mtime_ns, info.st_size, path))
+    total = sum(size for _, size, _ in fields)
+    removed = []
+    for _, size, path in sorted(fields, key=lambda field: field[0]):
+        if total <= budget_bytes:
+            break
+        if path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    return removed
 
 
 def is_generated(obj) -> bool:
@@ -59,7 +88,9 @@ def load(obj, model_source: str) -> np.ndarray:
                          "back, or generate the object again.")
     path = field_path(str(obj[FIELD_KEY]))
     try:
-        return np.load(path, allow_pickle=False)
+        field = np.load(path, allow_pickle=False)
+        os.utime(path)
+        return field
     except FileNotFoundError:
         raise InputError(f"The field that '{obj.name}' was made from is not on this computer ({path} is missing): fields "
                          "stay in the add-on's user folder on the machine that generated the object. Generate it "

@@ -1,6 +1,7 @@
 """The Output options in real Blender: a texture from the field with a face budget, save/reload, undo, re-bake
 after a hand edit, watertight, floaters, quads, and the command line's .glb imported into Blender."""
 
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import bpy
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from core.pipeline import GenerateSettings, field_colors, generate
 from core.texture import texel_samples
@@ -282,3 +284,35 @@ def test_a_vertex_coloured_object_gets_unwrapped_and_baked_later(ext):
     assert bpy.ops.image_to_mesh.bake_texture(texture_size=64) == {"FINISHED"}  # the same image, painted again
     assert base_color_image(obj) == image and len(bpy.data.images) == 2
     np.testing.assert_array_equal(image_texture(image), texture)
+
+
+def test_the_fields_folder_keeps_the_most_recently_used_within_its_budget(ext, tmp_path):
+    for age, name in enumerate("abcd"):  # a oldest … d newest, one second apart
+        np.save(tmp_path / f"{name}.npy", np.zeros(1000, np.float32))
+        seconds = 1_000_000_000 + age
+        os.utime(tmp_path / f"{name}.npy", (seconds, seconds))
+    size = (tmp_path / "a.npy").stat().st_size
+    os.utime(tmp_path / "b.npy")  # b used just now: the newest
+    removed = ext.fields.prune(tmp_path, 2 * size, keep=tmp_path / "a.npy")
+    assert [path.name for path in removed] == ["c.npy", "d.npy"]  # oldest first; a is the one being stored
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.npy", "b.npy"]
+
+
+def test_storing_a_field_over_the_budget_drops_the_oldest_and_its_rebake_says_so(ext, tmp_path, monkeypatch):
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    monkeypatch.setattr(ext.fields, "user_folder", lambda name: str(folder))
+    other = tmp_path / "other.png"
+    with Image.open(INPUT_PNG) as image:
+        image.transpose(Image.FLIP_LEFT_RIGHT).save(other)
+    assert bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), resolution=32) == {"FINISHED"}
+    first = bpy.context.view_layer.objects.active
+    first_field = ext.fields.field_path(first["image_to_mesh_field"])
+    monkeypatch.setattr(ext.fields, "FIELDS_BUDGET_BYTES", first_field.stat().st_size)  # room for one field
+    assert bpy.ops.image_to_mesh.generate(filepath=str(other), resolution=32) == {"FINISHED"}
+    second = bpy.context.view_layer.objects.active
+    assert [path.name for path in folder.iterdir()] == [second["image_to_mesh_field"] + ".npy"]
+    assert bpy.ops.image_to_mesh.bake_texture(texture_size=64) == {"FINISHED"}
+    bpy.context.view_layer.objects.active = first
+    with pytest.raises(RuntimeError, match="is not on this computer"):
+        bpy.ops.image_to_mesh.bake_texture(texture_size=64)
