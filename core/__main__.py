@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .asset import DEFAULT_TEXTURE_SIZE, FLOATER_AREA_FRACTION
+from .asset import DEFAULT_FACE_LIMIT, DEFAULT_TEXTURE_SIZE, FLOATER_AREA_FRACTION, TEXTURE_FACE_LIMIT_MAX
 from .batch import Item, Manifest, Shard, manifest_path, plan, shard_from_environment, share
 from .errors import Cancelled, ImageToMeshError, InputError
 from .settings import FOREGROUND_RATIO, RESOLUTION, THRESHOLD, GenerateSettings
@@ -73,7 +73,9 @@ def _add_asset_arguments(parser):
     parser.add_argument("--texture-size", type=int, default=None,
                         help="texture baked from the colour field, in pixels a side; 0 = vertex colours only "
                         f"(default {DEFAULT_TEXTURE_SIZE} for glb and obj, 0 for ply)")
-    parser.add_argument("--face-limit", type=int, default=0, help="at most this many faces (default 0: no limit)")
+    parser.add_argument("--face-limit", type=int, default=None,
+                        help=f"at most this many faces; 0 = no limit (default {DEFAULT_FACE_LIMIT:,} when textured, "
+                        f"else 0; a texture needs one of at most {TEXTURE_FACE_LIMIT_MAX:,})")
     parser.add_argument("--keep-floaters", action="store_true",
                         help=f"keep separate pieces smaller than {FLOATER_AREA_FRACTION * 100:g}%% of the largest "
                         "one's area")
@@ -84,7 +86,10 @@ def _asset_options(args) -> dict:
     texture_size = args.texture_size
     if texture_size is None:
         texture_size = 0 if args.format == "ply" else DEFAULT_TEXTURE_SIZE
-    return dict(texture_size=texture_size, face_limit=args.face_limit, remove_floaters=not args.keep_floaters,
+    face_limit = args.face_limit
+    if face_limit is None:
+        face_limit = DEFAULT_FACE_LIMIT if texture_size else 0
+    return dict(texture_size=texture_size, face_limit=face_limit, remove_floaters=not args.keep_floaters,
                 watertight=args.watertight)
 
 

@@ -17,6 +17,7 @@ TEXTURE_SIZE_LIMITS = (16, 8192)  # besides 0 (vertex colours only); the add-on 
 DEFAULT_TEXTURE_SIZE = 1024  # enough for the field's detail on a ~20k-face asset, 3 MB in memory
 DEFAULT_FACE_LIMIT = 20000  # the add-on's default: a real-time asset; the texture carries the detail
 FACE_LIMIT_MIN = 4  # besides 0 (no limit): a tetrahedron
+TEXTURE_FACE_LIMIT_MAX = 100_000  # UV unwrapping (xatlas) grows faster than the face count: ~35 s at 100k on 2 cores
 
 
 @dataclass
@@ -38,6 +39,10 @@ class AssetSettings:
         if not _whole(self.face_limit) or not (self.face_limit == 0 or self.face_limit >= FACE_LIMIT_MIN):
             raise InputError(f"Face limit must be 0 (no limit) or a whole number of at least {FACE_LIMIT_MIN}, "
                              f"not {self.face_limit!r}.")
+        if self.texture_size and not FACE_LIMIT_MIN <= self.face_limit <= TEXTURE_FACE_LIMIT_MAX:
+            raise InputError(f"A texture needs a face limit from {FACE_LIMIT_MIN} to {TEXTURE_FACE_LIMIT_MAX:,} faces "
+                             "(UV unwrapping a larger mesh takes many minutes): set a face limit, or texture size 0 "
+                             "for vertex colours.")
         for name in ("remove_floaters", "watertight"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, not {getattr(self, name)!r}.")

@@ -316,3 +316,9 @@ def test_storing_a_field_over_the_budget_drops_the_oldest_and_its_rebake_says_so
     bpy.context.view_layer.objects.active = first
     with pytest.raises(RuntimeError, match="is not on this computer"):
         bpy.ops.image_to_mesh.bake_texture(texture_size=64)
+
+
+def test_a_texture_without_a_face_limit_is_refused_before_anything_is_made():
+    with pytest.raises(RuntimeError, match="A texture needs a face limit from 4 to 100,000 faces"):
+        bpy.ops.image_to_mesh.generate(filepath=str(INPUT_PNG), resolution=32, texture_size=1024, face_limit=0)
+    assert data_names() == {"objects": [], "meshes": [], "materials": [], "images": []}

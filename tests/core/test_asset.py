@@ -177,6 +177,11 @@ def test_finish_mesh_settings_are_checked():
         AssetSettings(texture_size=8).validate()
     with pytest.raises(InputError, match="Face limit"):
         AssetSettings(face_limit=2).validate()
+    for face_limit in (0, 100_001):  # no limit, or more than UV unwrapping does in reasonable time
+        with pytest.raises(InputError, match="A texture needs a face limit from 4 to 100,000 faces"):
+            AssetSettings(texture_size=1024, face_limit=face_limit).validate()
+    AssetSettings(texture_size=1024, face_limit=100_000).validate()
+    AssetSettings(texture_size=0, face_limit=0).validate()
 
 
 def test_texture_beats_vertex_colours_at_the_same_face_count():

@@ -175,3 +175,19 @@ def test_cli_textured_obj_and_glb_within_the_face_limit(tiny_model_dir, tmp_path
     result = run_cli(tiny_model_dir / "input.png", "-o", tmp_path, "--model", tiny_model_dir, "--resolution", "32",
                      "--format", "ply", "--texture-size", "64")
     assert result.returncode == 1 and "cannot carry a texture" in result.stderr
+
+
+def test_cli_textured_output_defaults_to_the_face_limit_and_refuses_none(tiny_model_dir, tmp_path):
+    import trimesh
+
+    common = (tiny_model_dir / "input.png", "-o", tmp_path, "--model", tiny_model_dir, "--resolution", "40",
+              "--format", "glb", "--texture-size", "64", "--device", "cpu")
+    result = run_cli(*common, "--face-limit", "0")
+    assert result.returncode == 1 and "A texture needs a face limit from 4 to 100,000 faces" in result.stderr
+    assert not (tmp_path / "input.glb").exists()
+    raw = run_cli(*common[:-6], "--format", "ply", "--device", "cpu")  # untextured: no limit by default
+    assert raw.returncode == 0, raw.stderr
+    assert len(Mesh.load(tmp_path / "input.ply").faces) > 20_000
+    result = run_cli(*common)
+    assert result.returncode == 0, result.stderr
+    assert 19_000 < len(trimesh.load(tmp_path / "input.glb", force="mesh", process=False).faces) <= 20_000
