@@ -21,6 +21,7 @@ from .mesh import Mesh
 from .settings import RESOLUTION
 
 BATCH_POINTS = 1 << 18
+TRACE_CELLS = 1 << 19  # frontier cells traced at once: bounds the trace's working memory (about 200 bytes a cell)
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 GridDensity = Callable[[torch.Tensor], Field]  # axis (R,) → density at grid indices (N, 3) int64
@@ -255,20 +256,22 @@ def _trace(sampler: _GridSampler, seeds: np.ndarray, threshold, progress) -> np.
     frontier, traced = np.unique(seeds), 0
     while len(frontier):
         mask[frontier + shift] = True
-        corners = frontier[:, None] + corner  # (K, 8)
-        sampler.evaluate(_unique_unevaluated(sampler.flat, corners.ravel()))
-        values = sampler.flat[corners]
-        above, on = values > threshold, values == threshold
-        position = [frontier // (res * res), frontier // res % res, frontier % res]
         reached = []
-        for axis, side, face in faces:
-            crossed = (above[:, face].any(1) & ~above[:, face].all(1)) | on[:, face].any(1)
-            step = 1 if side else -1
-            crossed &= (position[axis] + step >= 0) & (position[axis] + step <= res - 2)
-            reached.append(frontier[crossed] + step * (res * res, res, 1)[axis])
+        for part in np.array_split(frontier, -(-len(frontier) // TRACE_CELLS)):
+            corners = part[:, None] + corner  # (K, 8)
+            sampler.evaluate(_unique_unevaluated(sampler.flat, corners.ravel()))
+            values = sampler.flat[corners]
+            above, on = values > threshold, values == threshold
+            del corners, values
+            position = [part // (res * res), part // res % res, part % res]
+            for axis, side, face in faces:
+                crossed = (above[:, face].any(1) & ~above[:, face].all(1)) | on[:, face].any(1)
+                step = 1 if side else -1
+                crossed &= (position[axis] + step >= 0) & (position[axis] + step <= res - 2)
+                neighbours = part[crossed] + step * (res * res, res, 1)[axis]
+                reached.append(neighbours[~mask[neighbours + shift]])
         traced += len(frontier)
         frontier = np.unique(np.concatenate(reached))
-        frontier = frontier[~mask[frontier + shift]]
         progress(traced / (traced + 4 * len(frontier)))
     return mask
 

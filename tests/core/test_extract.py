@@ -144,6 +144,16 @@ def test_coarse_to_fine_equals_dense_on_noisy_field(fixture_grid, res):
     assert fast_stats.density_evaluations <= dense_stats.density_evaluations  # noise: nearly all of it is near
 
 
+
+def test_tracing_the_surface_a_few_cells_at_a_time_gives_the_same_mesh(fixture_grid, monkeypatch):
+    import core.extract
+
+    density = grid_interpolation(fixture_grid)
+    whole = extract_mesh(density, gray, resolution=64)
+    monkeypatch.setattr(core.extract, "TRACE_CELLS", 7)  # many small parts per frontier, the last one shorter
+    assert_same_mesh(whole, extract_mesh(density, gray, resolution=64))
+
+
 # --- smooth and thin shapes -------------------------------------------------------------------------------
 
 def test_coarse_to_fine_equals_dense_on_smooth_torus_at_256():
