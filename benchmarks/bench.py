@@ -100,6 +100,15 @@ def save_random_model(folder: Path) -> dict:
     return {"save_s": seconds, "ckpt_mb": (folder / "model.ckpt").stat().st_size / 2**20}
 
 
+def raw_log_density(model, code: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """The decoder's density output before exp, (N,) float64 on the CPU: finite where the density itself
+    overflows (random full-size weights give densities beyond float32)."""
+    code, points = code.to(model.device), points.to(model.device)
+    with torch.inference_mode():
+        return torch.cat([model._decode(model._triplane_features(code, chunk))[:, 0]
+                          for chunk in points.split(model.query_chunk_size)]).double().cpu()
+
+
 def calibration_for(model, scene_code) -> list:
     """(scale, shift) for the raw density that gives the field a trained model's dynamic range (log-density std
     LOG_DENSITY_STD over a 64³ grid) with INSIDE_FRACTION of it above the threshold. Read from the decoder's raw
@@ -107,10 +116,7 @@ def calibration_for(model, scene_code) -> list:
     from core.extract import grid_axis
 
     axis = grid_axis(64, model.config.renderer.radius)
-    points = torch.cartesian_prod(axis, axis, axis)
-    with torch.inference_mode():
-        raw = torch.cat([model.decoder(model._triplane_features(scene_code, chunk))[:, 0]
-                         for chunk in points.split(model.query_chunk_size)]).double().numpy()
+    raw = raw_log_density(model, scene_code, torch.cartesian_prod(axis, axis, axis)).numpy()
     scale = LOG_DENSITY_STD / raw.std()
     level = np.log(25.0) - model.config.renderer.density_bias
     return [float(scale), float(level - scale * np.quantile(raw, 1.0 - INSIDE_FRACTION))]

@@ -22,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import calibrated, calibration_for, save_random_model  # noqa: E402
+from bench import calibrated, calibration_for, raw_log_density, save_random_model  # noqa: E402
 from core.preprocess import prepare_image  # noqa: E402
 from core.weights import load_model  # noqa: E402
 from precision import agreement, encode, format_agreement  # noqa: E402
@@ -38,14 +38,6 @@ PARITY_POINTS = 1 << 16
 def no_cuda_message() -> str:
     return (f"No CUDA device: this PyTorch ({torch.__version__}) sees none, so the GPU check measured nothing. Run it "
             "on a machine with an NVIDIA GPU and a CUDA build of PyTorch: make gpu-check GPU_PYTHON=/path/to/python.")
-
-
-def raw_log_density(model, code: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """The decoder's density output before exp, on the CPU in float64: finite where the density itself overflows
-    (random full-size weights give densities beyond float32)."""
-    with torch.inference_mode():
-        features = model._triplane_features(code.to(model.device), points.to(model.device))
-        return model._decode(features)[:, 0].double().cpu()
 
 
 def parity(model_a, model_b, pixels: np.ndarray) -> dict:
