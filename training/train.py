@@ -51,7 +51,7 @@ class TrainConfig:
     freeze_image_encoder: bool = False
     workers: int = 0  # data-loading processes per training process
     echo: int = 1  # optimizer steps per batch made: > 1 when making data, not the model, limits the speed
-    max_seconds: float | None = None  # stop (saved) after this long in this session; the same command continues
+    max_seconds: float | None = None  # stop, checkpoint written, after training this long; rerunning continues
     data_folder: str | None = None  # (image, mesh) pairs instead of synthetic objects; see training/folders.py
     mesh_folder: str | None = None  # meshes rendered from many views; see training/folders.py
     losses: LossWeights = field(default_factory=LossWeights)
@@ -98,14 +98,16 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def out_of_time(config: TrainConfig, session_started: float, distributed: bool, device) -> bool:
-    """Whether config.max_seconds have passed since this session's first step; all processes agree."""
+def out_of_time(config: TrainConfig, started: float, distributed: bool, device) -> bool:
+    """Whether config.max_seconds have passed since `started` (this call's first step); all processes agree."""
     if config.max_seconds is None:
         return False
-    late = torch.tensor([float(time.perf_counter() - session_started >= config.max_seconds)], device=device)
+    late = time.perf_counter() - started >= config.max_seconds
     if distributed:
-        torch.distributed.all_reduce(late, op=torch.distributed.ReduceOp.MAX)
-    return bool(late.item())
+        flag = torch.tensor([float(late)], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        late = bool(flag.item())
+    return late
 
 
 def build_model(model_config, config: TrainConfig, out_dir: Path, init: str | None, device):
