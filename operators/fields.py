@@ -43,16 +43,16 @@ def keep(obj, scene_code: np.ndarray, model_source: str, settings: dict) -> Path
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        prune(path.parent, FIELDS_BUDGET_BYTES, keep=path)
+        prune(path.parent, FIELDS_BUDGET_BYTES, spare=path)
     obj[FIELD_KEY] = digest
     obj[MODEL_KEY] = model_source
     obj[SETTINGS_KEY] = json.dumps(settings, sort_keys=True)
     return path
 
 
-def prune(folder: Path, budget_bytes: int, keep: Path) -> list[Path]:
+def prune(folder: Path, budget_bytes: int, spare: Path) -> list[Path]:
     """Remove the least recently used fields (oldest modification time; loading a field renews it) until the
-    folder's fields fit in budget_bytes; `keep` always stays. → the removed paths"""
+    folder's fields fit in budget_bytes; `spare` always stays. → the removed paths"""
     fields = []
     for path in Path(folder).glob("*.npy"):
         try:
@@ -65,7 +65,7 @@ def prune(folder: Path, budget_bytes: int, keep: Path) -> list[Path]:
     for _, size, path in sorted(fields, key=lambda field: field[0]):
         if total <= budget_bytes:
             break
-        if path == keep:
+        if path == spare:
             continue
         path.unlink(missing_ok=True)
         total -= size

@@ -293,7 +293,7 @@ def test_the_fields_folder_keeps_the_most_recently_used_within_its_budget(ext, t
         os.utime(tmp_path / f"{name}.npy", (seconds, seconds))
     size = (tmp_path / "a.npy").stat().st_size
     os.utime(tmp_path / "b.npy")  # b used just now: the newest
-    removed = ext.fields.prune(tmp_path, 2 * size, keep=tmp_path / "a.npy")
+    removed = ext.fields.prune(tmp_path, 2 * size, spare=tmp_path / "a.npy")
     assert [path.name for path in removed] == ["c.npy", "d.npy"]  # oldest first; a is the one being stored
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.npy", "b.npy"]
 
