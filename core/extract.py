@@ -21,6 +21,8 @@ from .mesh import Mesh
 from .settings import RESOLUTION
 
 BATCH_POINTS = 1 << 18
+JUDGE_VALUES = 1 << 18  # judging blocks: lattice values whose slope and bend maps are made at once …
+JUDGE_BLOCKS = 1 << 15  # … and blocks judged at once; both bound that step's working memory
 TRACE_CELLS = 1 << 19  # frontier cells traced at once: bounds the trace's working memory (about 200 bytes a cell)
 
 Field = Callable[[torch.Tensor], torch.Tensor]
@@ -320,47 +322,83 @@ def _evaluate_closures(sampler: _GridSampler, lattice: _Lattice, block_index: np
 
 
 def _judge_blocks(grid, lattice: _Lattice, blocks: np.ndarray, threshold, margin, slope_factor, heartbeat):
-    """For the given blocks of the lattice (K, 3): straddle (their corners lie on both sides of the threshold)
-    and near (they do not, but a separate piece may hide inside: see CoarseToFine), as (blocks,)³ masks. Each
-    block is judged from the 4×4×4 lattice points around it; callers pass blocks whose corners are evaluated."""
+    """For the given blocks of the lattice (K, 3), in np.argwhere's order: straddle (their corners lie on both
+    sides of the threshold) and near (they do not, but a separate piece may hide inside: see CoarseToFine), as
+    (blocks,)³ masks. Each block is judged from the 4×4×4 lattice points around it; callers pass blocks whose
+    corners are evaluated."""
     size = lattice.blocks
     values = np.full((size + 3,) * 3, np.nan, np.float32)  # the lattice's values, a layer of NaN all round
     values[1:-1, 1:-1, 1:-1] = grid[np.ix_(lattice.coords, lattice.coords, lattice.coords)]
+    with np.errstate(divide="ignore", invalid="ignore"):  # log 0: −inf, a step to it infinite
+        logs = np.log(values)
     straddle, near = np.zeros((size,) * 3, bool), np.zeros((size,) * 3, bool)
     reach = _corner_distances(lattice.stride)  # (points, 8), in lattice steps
     log_threshold = math.log(threshold)
-    for start in range(0, len(blocks), 1 << 15):
-        block = blocks[start:start + (1 << 15)]
-        corners = values[tuple(np.moveaxis(block[:, None, :] + _CORNERS + 1, 2, 0))]  # (K, 8)
-        above = corners > threshold
-        crossing = above.any(axis=1) & ~above.all(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):  # log 0, inf − inf: skipped as NaN below
-            gaps = np.abs(np.log(corners) - log_threshold)
-        close = ~crossing & (gaps.min(axis=1) <= margin)
-        hidden, rough = np.zeros(len(block), bool), np.zeros(len(block), bool)
-        look = crossing | close  # the only blocks the slope and bend can change anything for
-        index = block[look, :, None] + np.arange(4)  # padded coordinates of lattice points i − 1 … i + 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_cube = np.log(values[index[:, 0, :, None, None], index[:, 1, None, :, None],
-                                     index[:, 2, None, None, :]])
-            slope = slope_factor * np.sqrt(sum(_largest(np.diff(log_cube, axis=axis)) ** 2 for axis in (1, 2, 3)))
-            bend = sum(_largest(np.diff(log_cube, 2, axis=axis)) for axis in (1, 2, 3)) / 8
-        rough[look] = crossing[look] & (bend * lattice.stride >= slope / 2)
-        hidden_slope = np.zeros(len(block), np.float32)
-        hidden_slope[look] = slope
-        close &= gaps.max(axis=1) <= hidden_slope * reach.max()  # else no point is within reach of every corner
-        within = gaps[close][:, None, :] <= hidden_slope[close][:, None, None] * reach  # (C, points, 8)
-        hidden[close] = within.all(axis=2).any(axis=1)
-        straddle[tuple(block.T)] = crossing
-        near[tuple(block.T)] = hidden | rough
-        heartbeat()
+    layers = max(1, JUDGE_VALUES // (size + 3) ** 2)  # block layers along the first axis whose maps are made at once
+    bounds = np.searchsorted(blocks[:, 0], np.arange(0, size + layers, layers))
+    for first, (start, stop) in zip(range(0, size, layers), zip(bounds[:-1], bounds[1:])):
+        if start == stop:
+            continue
+        slope_map, bend_map = _slope_and_bend(logs[first:first + layers + 3])
+        for chunk in range(start, stop, JUDGE_BLOCKS):
+            block = blocks[chunk:min(chunk + JUDGE_BLOCKS, stop)]
+            local = tuple((block - (first, 0, 0)).T)
+            corners = values[tuple(np.moveaxis(block[:, None, :] + _CORNERS + 1, 2, 0))]  # (K, 8)
+            above = corners > threshold
+            crossing = above.any(axis=1) & ~above.all(axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):  # log 0, inf − inf: skipped as NaN below
+                gaps = np.abs(np.log(corners) - log_threshold)
+            close = ~crossing & (gaps.min(axis=1) <= margin)
+            look = crossing | close  # the only blocks the slope and bend can change anything for
+            slope = np.where(look, slope_factor * slope_map[local], np.float32(0))
+            rough = crossing & (bend_map[local] * lattice.stride >= slope / 2)
+            close &= gaps.max(axis=1) <= slope * reach.max()  # else no point is within reach of every corner
+            hidden = np.zeros(len(block), bool)
+            hidden[close] = _within_reach(gaps[close], slope[close], reach)
+            straddle[tuple(block.T)] = crossing
+            near[tuple(block.T)] = hidden | rough
+            heartbeat()
     return straddle, near
 
 
-def _largest(differences: np.ndarray) -> np.ndarray:
-    """Per block, the largest |difference| among those that are numbers (0 if none is): (K, …) → (K,)."""
-    largest = np.fmax.reduce(np.abs(differences), axis=(1, 2, 3))
-    return np.where(np.isnan(largest), 0.0, largest)  # an infinite step (overflowed density) stays infinite
+def _within_reach(gaps: np.ndarray, slope: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """Per block (gaps (C, 8) at its corners, slope (C,)): whether some grid point inside lies, from every
+    corner, within the slope × its distance (reach (points, 8)) of the threshold. A point at a time: (C, 8) at
+    once instead of (C, points, 8)."""
+    found = np.zeros(len(gaps), bool)
+    for distances in reach:
+        found |= (gaps <= slope[:, None] * distances).all(axis=1)
+    return found
+
+
+def _slope_and_bend(logs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Padded lattice log-densities (L + 3, n + 3, n + 3) → per block of the L layers (L, n, n): the slope, as a
+    vector's length, of the largest |step| between neighbouring lattice points along each axis among the 4×4×4
+    points around the block, and the bend, the sum over the axes of the largest |second difference| there, / 8.
+    Steps that are not numbers are skipped (an axis with none counts 0); an infinite one stays infinite."""
+    out = (logs.shape[0] - 3, logs.shape[1] - 3, logs.shape[2] - 3)
+    slope, bend = 0, 0
+    for axis in range(3):
+        with np.errstate(invalid="ignore"):  # inf − inf: NaN, skipped
+            steps = [_window_largest(np.abs(np.diff(logs, order, axis=axis)), out, axis, 4 - order)
+                     for order in (1, 2)]
+        slope, bend = slope + steps[0] ** 2, bend + steps[1]
+    return np.sqrt(slope), bend / 8
+
+
+def _window_largest(differences: np.ndarray, out: tuple, axis: int, width: int) -> np.ndarray:
+    """The largest number in each window of `width` along `axis` and 4 along the other axes (NaN skipped,
+    0 where all are NaN), for the first out[a] windows per axis."""
+    largest = differences
+    for a in range(3):
+        span = width if a == axis else 4
+        ahead = [slice(None)] * 3
+        window = None
+        for offset in range(span):
+            ahead[a] = slice(offset, offset + out[a])
+            window = largest[tuple(ahead)] if window is None else np.fmax(window, largest[tuple(ahead)])
+        largest = window
+    return np.where(np.isnan(largest), np.float32(0), largest)
 
 
 _CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))

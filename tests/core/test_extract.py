@@ -403,3 +403,48 @@ def test_progress_is_reported_after_every_batch_of_evaluations(monkeypatch):
                  stats=stats)
     assert stats.density_evaluations > 20 * 4096  # many batches in all
     assert most[0] == 1
+
+
+def test_slope_and_bend_maps_equal_each_blocks_own_4x4x4_neighbourhood():
+    # The maps are made a slab at a time with sliding maxima; judged block by block from its own 4×4×4 lattice
+    # points they must be the same numbers, non-numbers (unevaluated points, log 0, inf − inf) skipped alike.
+    from core.extract import _slope_and_bend
+
+    rng = np.random.default_rng(3)
+    size = 12  # blocks per axis; lattice points size + 1, padded by a layer of NaN all round
+    values = np.full((size + 3,) * 3, np.nan, np.float32)
+    values[1:-1, 1:-1, 1:-1] = rng.lognormal(3.0, 2.0, (size + 1,) * 3)
+    lattice = values[1:-1, 1:-1, 1:-1]
+    lattice[rng.random(lattice.shape) < 0.2] = np.nan  # not evaluated
+    lattice[:4, :4, :4] = np.nan  # a corner with nothing evaluated: slope and bend 0
+    lattice[11, 11, 11] = np.inf  # an overflowed density: infinite steps
+    lattice[11, 2, 6] = 0.0  # log → −inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(values)
+        slope, bend = _slope_and_bend(logs)
+        largest = np.zeros((2, 3) + (size,) * 3, np.float32)  # order, axis, block
+        for block in itertools.product(range(size), repeat=3):
+            cube = logs[tuple(slice(b, b + 4) for b in block)]
+            for order, axis in itertools.product((1, 2), range(3)):
+                step = np.fmax.reduce(np.abs(np.diff(cube, order, axis=axis)), axis=None)
+                largest[(order - 1, axis) + block] = 0 if np.isnan(step) else step
+    expected_slope = np.sqrt(largest[0, 0] ** 2 + largest[0, 1] ** 2 + largest[0, 2] ** 2)
+    expected_bend = (largest[1, 0] + largest[1, 1] + largest[1, 2]) / 8
+    assert slope.shape == bend.shape == (size,) * 3
+    np.testing.assert_array_equal(slope, expected_slope)
+    np.testing.assert_array_equal(bend, expected_bend)
+    assert np.isinf(slope).any() and (slope == 0).any() and np.isfinite(slope).any()  # all three kinds occurred
+
+
+def test_a_field_judged_in_many_slabs_gives_the_same_mesh(monkeypatch):
+    import core.extract
+
+    density = density_from_depth(lambda p: 0.3 + 0.1 * torch.sin(9 * p[:, 0]) * torch.cos(7 * p[:, 1])
+                                 - p.norm(dim=1), 40.0)
+    whole = extract_mesh(density, gray, resolution=96)
+    monkeypatch.setattr(core.extract, "JUDGE_VALUES", 1)  # a slab per layer of blocks …
+    monkeypatch.setattr(core.extract, "JUDGE_BLOCKS", 7)  # … judged 7 blocks at a time
+    sliced = extract_mesh(density, gray, resolution=96)
+    assert len(whole.faces) > 1000
+    np.testing.assert_array_equal(sliced.vertices, whole.vertices)
+    np.testing.assert_array_equal(sliced.faces, whole.faces)
