@@ -218,3 +218,23 @@ def test_engine_mesh_equals_the_reference_path_on_the_fixture(model, tiny_model_
     np.testing.assert_array_equal(fast.vertices, dense.vertices)
     np.testing.assert_array_equal(fast.faces, dense.faces)
     np.testing.assert_array_equal(fast.colors, dense.colors)
+
+
+def test_inference_feed_forward_in_row_chunks_equals_the_whole_product(monkeypatch):
+    # Inference runs the GEGLU feed-forward FEED_FORWARD_ROWS tokens at a time (bounding the encode's peak
+    # memory); each token is independent, so it must give the training path's numbers.
+    import core.model
+    from core.config import BackboneConfig
+    from core.model import TransformerBlock
+
+    torch.manual_seed(0)
+    config = BackboneConfig(num_attention_heads=2, attention_head_dim=8, in_channels=8, num_layers=1,
+                            cross_attention_dim=12, norm_num_groups=4)
+    block = TransformerBlock(config).eval()
+    tokens = torch.randn(2, 23, config.inner_dim)
+    whole = block.feed_forward(tokens)  # grad enabled: the training path, no chunks
+    monkeypatch.setattr(core.model, "FEED_FORWARD_ROWS", 5)  # 23 tokens: 4 chunks of 5 and one of 3
+    with torch.inference_mode():
+        chunked = block.feed_forward(tokens)
+    torch.testing.assert_close(chunked, whole.detach(), rtol=0, atol=1e-6)
+    assert chunked.shape == (2, 23, config.inner_dim)
