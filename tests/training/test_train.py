@@ -174,13 +174,12 @@ def test_learning_rate_warms_up_then_decays_along_a_cosine():
 
 
 def test_bf16_autocast_only_where_the_cpu_has_it():
-    assert precision.cpu_has_native_bf16("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
-    assert precision.cpu_has_native_bf16("flags\t\t: fpu avx2 amx_bf16 amx_tile\n")
-    assert not precision.cpu_has_native_bf16("flags\t\t: fpu sse avx2 fma\n")
-    assert precision.autocast_dtype("float32", torch.device("cpu")) is None
-    assert precision.autocast_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
-    expected = torch.bfloat16 if precision.cpu_has_native_bf16() else None
-    assert precision.autocast_dtype("auto", torch.device("cpu")) == expected
+    cpu = torch.device("cpu")
+    assert precision.autocast_dtype("auto", cpu, native_bf16=True) == torch.bfloat16
+    assert precision.autocast_dtype("auto", cpu, native_bf16=False) is None
+    assert precision.autocast_dtype("float32", cpu, native_bf16=True) is None
+    assert precision.autocast_dtype("bfloat16", cpu, native_bf16=False) == torch.bfloat16
+    assert precision.autocast_dtype("float16", cpu) == torch.float16
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
