@@ -24,13 +24,15 @@ PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": to
 # benchmarks/precision.py).
 PRECISION_CHOICES = ("auto", "native", *PRECISIONS)
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_has_native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512_BF16 or AMX-BF16), from the kernel's CPU flags; False
-    where they cannot be read (not Linux). Without it bfloat16 matmul is emulated and several times slower."""
+def cpu_has_native_bfloat16(cpuinfo: Path | None = None) -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512_BF16 or AMX-BF16), from the kernel's CPU flags (in
+    cpuinfo, default CPUINFO); False where they cannot be read (not Linux). Without it bfloat16 matmul is emulated
+    and several times slower."""
     try:
-        text = cpuinfo.read_text()
+        text = (cpuinfo or CPUINFO).read_text()
     except OSError:
         return False
     flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}

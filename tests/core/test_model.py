@@ -136,16 +136,17 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, extra, native):
     assert cpu_has_native_bfloat16(tmp_path / "missing") is False  # no /proc (macOS, Windows): never assumed
 
 
-def test_auto_never_picks_bfloat16_on_a_cpu_and_native_follows_the_flags(model):
-    from core.model import cpu_has_native_bfloat16
+@pytest.mark.parametrize("extra, native", [("avx512f avx512_bf16", torch.bfloat16), ("avx512f", torch.float32)])
+def test_auto_never_picks_bfloat16_on_a_cpu_and_native_follows_the_flags(model, tmp_path, monkeypatch, extra, native):
+    import core.model
 
+    monkeypatch.setattr(core.model, "CPUINFO", tmp_path / "cpuinfo")
+    (tmp_path / "cpuinfo").write_text(CPUINFO.format(n=0, extra=extra))
     try:
-        model.encode_precision = "auto"
-        assert model.encode_dtype() == torch.float32
-        model.encode_precision = "native"
-        assert model.encode_dtype() == (torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32)
-        model.encode_precision = "bfloat16"
-        assert model.encode_dtype() == torch.bfloat16
+        for precision, dtype in [("auto", torch.float32), ("native", native), ("bfloat16", torch.bfloat16),
+                                 ("float32", torch.float32)]:
+            model.encode_precision = precision
+            assert model.encode_dtype() == dtype, precision
     finally:
         model.encode_precision = "auto"
 
