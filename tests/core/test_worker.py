@@ -374,6 +374,7 @@ def test_ctrl_c_in_the_parents_console_does_not_reach_the_worker(spec, image):
     script = _parent_script(textwrap.dedent("""
         import signal
         signal.signal(signal.SIGINT, lambda *_: print("parent got SIGINT", flush=True))
+        print("handler set", flush=True)
         sys.stdin.readline()
         print(client.alive, flush=True)
     """).replace("\n", "\n        "))
@@ -381,6 +382,7 @@ def test_ctrl_c_in_the_parents_console_does_not_reach_the_worker(spec, image):
                               stdout=subprocess.PIPE, text=True, start_new_session=True)  # like a console's group
     try:
         pid = int(parent.stdout.readline())
+        assert parent.stdout.readline() == "handler set\n"  # a SIGINT before it would end the parent itself
         os.killpg(parent.pid, signal.SIGINT)
         assert parent.stdout.readline() == "parent got SIGINT\n"
         time.sleep(1.0)  # a worker that got it would be ending now
