@@ -12,7 +12,7 @@ from torch import nn
 from .config import BackboneConfig, DecoderConfig, ModelConfig
 from . import position_codes
 from .errors import ModelError
-from .vit import ViT, checkpointed
+from .vit import ViT, checkpointed, normal_parameter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,9 +92,9 @@ class TransformerBlock(nn.Module):
         self.ff_out = nn.Linear(4 * dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, codes=None) -> torch.Tensor:
-        x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context, *(codes or (None, None)))
-        return x + self.feed_forward(self.norm3(x))
+        x = x + self.attn1(self.norm1(x))  # a new x: the caller's is never changed
+        x = residual(x, self.attn2(self.norm2(x), context, *(codes or (None, None))))
+        return residual(x, self.feed_forward(self.norm3(x)))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, dim) → (B, N, dim). Each token on its own, so inference runs FEED_FORWARD_ROWS tokens at a time:
@@ -102,17 +102,27 @@ class TransformerBlock(nn.Module):
         if torch.is_grad_enabled():  # training: autograd needs the tensors the in-place path overwrites
             value, gate = self.geglu_halves(x)
             return self.ff_out(value * F.gelu(gate))
-        parts = []
-        for rows in x.split(FEED_FORWARD_ROWS, dim=-2):
-            value, gate = self.geglu_halves(rows)
-            parts.append(self.ff_out(value.mul_(torch.ops.aten.gelu_(gate))))
-        return torch.cat(parts, dim=-2)
+        out = None
+        for start in range(0, x.shape[-2], FEED_FORWARD_ROWS):
+            value, gate = self.geglu_halves(x[..., start:start + FEED_FORWARD_ROWS, :])
+            part = self.ff_out(value.mul_(torch.ops.aten.gelu_(gate)))
+            if out is None:  # the parts' dtype: under autocast not x's
+                out = part.new_empty(*x.shape[:-1], part.shape[-1])
+            out[..., start:start + part.shape[-2], :] = part
+        return out
 
     def geglu_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Two half-width products instead of one, then GELU and the product in place: about 10 % faster on a
         # CPU than slicing one (tokens, 8192) result, and no third (tokens, 4096) tensor.
         half, weight, bias = self.ff_out.in_features, self.ff_in.weight, self.ff_in.bias
         return F.linear(x, weight[:half], bias[:half]), F.linear(x, weight[half:], bias[half:])
+
+
+def residual(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """x + update; when not training and the dtypes agree, into x itself: one (B, N, dim) tensor fewer at a time."""
+    if torch.is_grad_enabled() or update.dtype != x.dtype:
+        return x + update
+    return x.add_(update)
 
 
 class Transformer1D(nn.Module):
@@ -162,7 +172,7 @@ class TripoSR(nn.Module):
         planes = config.triplane
         self.image_tokenizer = ViT(config.vit)
         planes_shape = (3, planes.num_channels, planes.plane_size, planes.plane_size)
-        self.triplane_tokens = nn.Parameter(0.02 * torch.randn(planes_shape))
+        self.triplane_tokens = normal_parameter(*planes_shape)
         self.backbone = Transformer1D(config.backbone)
         self.upsampler = nn.ConvTranspose2d(config.upsampler.in_channels, config.upsampler.out_channels, 2, stride=2)
         self.decoder = NeRFDecoder(config.decoder)
@@ -246,9 +256,12 @@ class TripoSR(nn.Module):
         scene_code = scene_code.to(self.device, torch.float32)
         size, channels = len(axis), scene_code.shape[1]
         coords = (axis / self.config.renderer.radius).to(self.device, torch.float32)
-        pairs = torch.stack(torch.meshgrid(coords, coords, indexing="ij"), dim=-1).expand(3, -1, -1, -1)
-        tables = F.grid_sample(scene_code, pairs, mode="bilinear", padding_mode="zeros", align_corners=False)
-        tables = tables.permute(0, 2, 3, 1).reshape(3 * size * size, channels)  # plane, first, second → row
+        pairs = torch.stack(torch.meshgrid(coords, coords, indexing="ij"), dim=-1)[None]
+        tables = torch.empty(3, size, size, channels, device=self.device)  # plane, first, second → row
+        for plane in range(3):  # one plane's (C, R, R) samples at a time beside the tables, not all three
+            tables[plane] = F.grid_sample(scene_code[plane:plane + 1], pairs, mode="bilinear", padding_mode="zeros",
+                                          align_corners=False)[0].permute(1, 2, 0)
+        tables = tables.view(3 * size * size, channels)
         plane_offsets = torch.arange(3, device=self.device) * size * size
 
         @torch.inference_mode()

@@ -49,8 +49,8 @@ class ViT(nn.Module):
         super().__init__()
         self.config = config
         grid = config.image_size // config.patch_size
-        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, config.hidden_size))
-        self.position_embeddings = nn.Parameter(0.02 * torch.randn(1, 1 + grid * grid, config.hidden_size))
+        self.cls_token = normal_parameter(1, 1, config.hidden_size)
+        self.position_embeddings = normal_parameter(1, 1 + grid * grid, config.hidden_size)
         self.patch_embed = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size)
         self.blocks = nn.ModuleList(ViTBlock(config) for _ in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -81,6 +81,15 @@ class ViT(nn.Module):
             align_corners=False,
         ).to(patches.dtype)
         return torch.cat([cls, patches.flatten(2).transpose(1, 2)], dim=1)
+
+
+def normal_parameter(*shape: int, std: float = 0.02) -> nn.Parameter:
+    """A parameter drawn from N(0, std²); left undrawn on the meta device, where load_model builds the model before
+    the checkpoint fills it: drawing there loads PyTorch's Python meta kernels (about 800 modules, 67 MB)."""
+    value = torch.empty(shape)
+    if not value.is_meta:
+        value.normal_(std=std)
+    return nn.Parameter(value)
 
 
 def checkpointed(module: nn.Module, enabled: bool, *inputs):

@@ -221,7 +221,7 @@ def test_engine_mesh_equals_the_reference_path_on_the_fixture(model, tiny_model_
     np.testing.assert_array_equal(fast.colors, dense.colors)
 
 
-def test_inference_feed_forward_in_row_chunks_equals_the_whole_product(monkeypatch):
+def test_inference_feed_forward_in_row_chunks_and_residuals_in_place_equal_the_training_path(monkeypatch):
     # Inference runs the GEGLU feed-forward FEED_FORWARD_ROWS tokens at a time (bounding the encode's peak
     # memory); each token is independent, so it must give the training path's numbers.
     import core.model
@@ -239,3 +239,11 @@ def test_inference_feed_forward_in_row_chunks_equals_the_whole_product(monkeypat
         chunked = block.feed_forward(tokens)
     torch.testing.assert_close(chunked, whole.detach(), rtol=0, atol=1e-6)
     assert chunked.shape == (2, 23, config.inner_dim)
+
+    context = torch.randn(2, 9, config.cross_attention_dim)  # the whole block: its residual sums in place
+    trained = block(tokens, context)
+    kept = tokens.clone()
+    with torch.inference_mode():
+        inferred = block(tokens, context)
+    torch.testing.assert_close(inferred, trained.detach(), rtol=0, atol=1e-6)
+    assert torch.equal(tokens, kept)  # the caller's tokens are not summed into
