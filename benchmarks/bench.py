@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from core.extract import ExtractionStats, extract_mesh  # noqa: E402
 from core.preprocess import prepare_image  # noqa: E402
+from core.pipeline import return_freed_memory  # noqa: E402
 from core.weights import load_model, official_state_dict  # noqa: E402
 from shared import peak_rss_mb, smooth_scene_code, timed  # noqa: E402
 from tests.meshdiff import compare as mesh_diff, surface_points  # noqa: E402
@@ -152,6 +153,8 @@ def run_path(args) -> dict:
         tokens, report["vit_s"] = timed(lambda: model.image_tokens(resized))
         tokens, report["backbone_s"] = timed(lambda: model.backbone_tokens(tokens))
         codes, report["upsample_s"] = timed(lambda: model.scene_codes(tokens).float())
+    if coarse_to_fine:
+        return_freed_memory()  # as core.pipeline.generate does after encoding
     fields = {"image": codes[0], "smooth": smooth_scene_code(codes[0]),
               "busy": smooth_scene_code(codes[0], BUSY_PATTERN)}
     calibrations = json.loads(args.calibrations) if args.calibrations else {}
