@@ -21,6 +21,7 @@ from .mesh import Mesh
 from .settings import RESOLUTION
 
 BATCH_POINTS = 1 << 18
+CLOSURE_POINTS = 1 << 18  # block points gathered at once to be evaluated: bounds that step's working memory
 JUDGE_VALUES = 1 << 18  # judging blocks: lattice values whose slope and bend maps are made at once …
 JUDGE_BLOCKS = 1 << 15  # … and blocks judged at once; both bound that step's working memory
 TRACE_CELLS = 1 << 17  # frontier cells traced at once: bounds the trace's working memory (about 200 bytes a cell)
@@ -315,7 +316,7 @@ def _check_coarse_to_fine(config: CoarseToFine) -> None:
 
 
 def _evaluate_closures(sampler: _GridSampler, lattice: _Lattice, block_index: np.ndarray, step: int) -> None:
-    chunk = max(1, (1 << 20) // (lattice.stride // step + 1) ** 3)
+    chunk = max(1, CLOSURE_POINTS // (lattice.stride // step + 1) ** 3)
     for start in range(0, len(block_index), chunk):
         index = lattice.closure(block_index[start:start + chunk], step).ravel()
         sampler.evaluate(_unique_unevaluated(sampler.flat, index))
