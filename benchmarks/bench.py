@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from core.extract import ExtractionStats, extract_mesh  # noqa: E402
 from core.preprocess import prepare_image  # noqa: E402
-from core.pipeline import return_freed_memory  # noqa: E402
+from core.heap import return_freed_memory  # noqa: E402
 from core.weights import load_model, official_state_dict  # noqa: E402
 from shared import peak_rss_mb, smooth_scene_code, timed  # noqa: E402
 from tests.meshdiff import compare as mesh_diff, surface_points  # noqa: E402
@@ -151,18 +151,21 @@ def run_path(args) -> dict:
     with torch.inference_mode(), model._autocast():
         resized = model.resize_images(torch.from_numpy(pixels)[None])
         tokens, report["vit_s"] = timed(lambda: model.image_tokens(resized))
+        if coarse_to_fine:
+            return_freed_memory()  # as TripoSR.encode does
         tokens, report["backbone_s"] = timed(lambda: model.backbone_tokens(tokens))
         codes, report["upsample_s"] = timed(lambda: model.scene_codes(tokens).float())
-    if coarse_to_fine:
-        return_freed_memory()  # as core.pipeline.generate does after encoding
     fields = {"image": codes[0], "smooth": smooth_scene_code(codes[0]),
               "busy": smooth_scene_code(codes[0], BUSY_PATTERN)}
     calibrations = json.loads(args.calibrations) if args.calibrations else {}
+    for name in fields:  # before extraction: a real image → mesh has no such step in between
+        if (name in RATIO_FIELDS or args.calibrate) and name not in calibrations:
+            calibrations[name] = calibration_for(model, fields[name])
+    if coarse_to_fine:
+        return_freed_memory()  # as TripoSR.encode does before handing the codes on
 
     def extract(name, resolution, path=args.path):
-        if name in RATIO_FIELDS or args.calibrate:  # the synthetic fields: always calibrate them
-            if name not in calibrations:
-                calibrations[name] = calibration_for(model, fields[name])
+        if name in calibrations:  # the synthetic fields always, the image's own with --calibrate
             with calibrated(model, calibrations[name]):
                 return extract_field(model, fields[name], resolution, path)
         return extract_field(model, fields[name], resolution, path)

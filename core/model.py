@@ -12,6 +12,7 @@ from torch import nn
 from .config import BackboneConfig, DecoderConfig, ModelConfig
 from . import position_codes
 from .errors import ModelError
+from .heap import return_freed_memory
 from .vit import ViT, checkpointed, normal_parameter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -229,8 +230,10 @@ class TripoSR(nn.Module):
         pixels = self.resize_images(images)
         with self._autocast():
             tokens = self.image_tokens(pixels)
+            return_freed_memory()  # the ViT's activations, before the backbone's larger ones
             tokens = self.backbone_tokens(tokens, progress)
             codes = self.scene_codes(tokens)
+        return_freed_memory()  # the backbone's, before extraction
         return codes.float()
 
     @torch.inference_mode()

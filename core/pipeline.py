@@ -1,9 +1,7 @@
 """One image → one coloured mesh with a loaded model: prepare the image, encode it, extract the surface, make it
 an asset (core.asset). Also: the colours of a kept scene code at any points (re-bake, remesh)."""
 
-import ctypes
 import gc
-import sys
 
 import numpy as np
 import torch
@@ -19,17 +17,6 @@ PREPROCESS_FIELDS = ("remove_background", "foreground_ratio")
 STAGES = ("Preparing image", "Encoding image", "Extracting mesh", "Finishing mesh", "Baking texture")
 OOM_RETRIES = 2  # extraction out of GPU memory: retries, each with 4× smaller query chunks
 MIN_QUERY_CHUNK = 1024
-
-
-def return_freed_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing). The allocator keeps
-    what the encode's activations freed (100–200 MB at TripoSR's size), so extraction would build on top of it and
-    the worker would idle with it between jobs."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-            pass
 
 
 def generate(model: TripoSR, image, settings: GenerateSettings | None = None, progress=None, *, scene_code=None,
@@ -57,7 +44,6 @@ def generate(model: TripoSR, image, settings: GenerateSettings | None = None, pr
             report(STAGES[1], 0.0)
             images = torch.from_numpy(pixels).unsqueeze(0)
             scene_code = model.encode(images, progress=lambda fraction: report(STAGES[1], fraction))[0]
-            return_freed_memory()
             if on_encoded is not None:
                 on_encoded(scene_code)
         else:
