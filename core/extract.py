@@ -344,11 +344,10 @@ def _judge_blocks(grid, lattice: _Lattice, blocks: np.ndarray, threshold, margin
         for chunk in range(start, stop, JUDGE_BLOCKS):
             block = blocks[chunk:min(chunk + JUDGE_BLOCKS, stop)]
             local = tuple((block - (first, 0, 0)).T)
-            corners = values[tuple(np.moveaxis(block[:, None, :] + _CORNERS + 1, 2, 0))]  # (K, 8)
-            above = corners > threshold
+            corner_index = tuple(np.moveaxis(block[:, None, :] + _CORNERS + 1, 2, 0))
+            above = values[corner_index] > threshold  # (K, 8)
             crossing = above.any(axis=1) & ~above.all(axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):  # log 0, inf − inf: skipped as NaN below
-                gaps = np.abs(np.log(corners) - log_threshold)
+            gaps = np.abs(logs[corner_index] - log_threshold)  # NaN where not evaluated: never close
             close = ~crossing & (gaps.min(axis=1) <= margin)
             look = crossing | close  # the only blocks the slope and bend can change anything for
             slope = np.where(look, slope_factor * slope_map[local], np.float32(0))
