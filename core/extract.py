@@ -20,11 +20,11 @@ from .errors import InputError, ModelError
 from .mesh import Mesh
 from .settings import RESOLUTION
 
-BATCH_POINTS = 1 << 18
+BATCH_POINTS = 1 << 16
 CLOSURE_POINTS = 1 << 18  # block points gathered at once to be evaluated: bounds that step's working memory
 JUDGE_VALUES = 1 << 18  # judging blocks: lattice values whose slope and bend maps are made at once …
 JUDGE_BLOCKS = 1 << 15  # … and blocks judged at once; both bound that step's working memory
-TRACE_CELLS = 1 << 17  # frontier cells traced at once: bounds the trace's working memory (about 200 bytes a cell)
+TRACE_CELLS = 1 << 15  # frontier cells traced at once: bounds the trace's working memory (about 200 bytes a cell)
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 GridDensity = Callable[[torch.Tensor], Field]  # axis (R,) → density at grid indices (N, 3) int64

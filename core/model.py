@@ -3,6 +3,7 @@ field → mesh. Numerically follows the reference (VAST-AI-Research/TripoSR, tra
 tests/core/test_model.py compares each stage with the reference's outputs in tests/fixtures/triposr_tiny/."""
 
 import contextlib
+import itertools
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_DECODER_ROWS = 256
 FEED_FORWARD_ROWS = 1024  # tokens per feed-forward pass when not training: bounds its (rows, 8·dim) intermediates
+TABLE_SAMPLES = 1 << 14  # grid-point tables: plane samples taken at once (at 40 channels, 2.6 MB beside the tables)
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # encode_precision choices besides PRECISIONS' keys: "auto" = float16 on CUDA, float32 elsewhere; "native" = as
 # "auto", but bfloat16 on a CPU that multiplies it natively (opt-in until trained meshes are shown unchanged by it:
@@ -261,9 +263,11 @@ class TripoSR(nn.Module):
         coords = (axis / self.config.renderer.radius).to(self.device, torch.float32)
         pairs = torch.stack(torch.meshgrid(coords, coords, indexing="ij"), dim=-1)[None]
         tables = torch.empty(3, size, size, channels, device=self.device)  # plane, first, second → row
-        for plane in range(3):  # one plane's (C, R, R) samples at a time beside the tables, not all three
-            tables[plane] = F.grid_sample(scene_code[plane:plane + 1], pairs, mode="bilinear", padding_mode="zeros",
-                                          align_corners=False)[0].permute(1, 2, 0)
+        step = max(1, TABLE_SAMPLES // size)
+        for plane, first in itertools.product(range(3), range(0, size, step)):  # beside the tables: a few rows
+            tables[plane, first:first + step] = F.grid_sample(
+                scene_code[plane:plane + 1], pairs[:, first:first + step], mode="bilinear", padding_mode="zeros",
+                align_corners=False)[0].permute(1, 2, 0)
         tables = tables.view(3 * size * size, channels)
         plane_offsets = torch.arange(3, device=self.device) * size * size
 

@@ -188,9 +188,11 @@ def test_a_points_value_does_not_depend_on_its_batch():
 
 
 @pytest.mark.parametrize("feature_reduction", ["concat", "mean"])
-def test_grid_density_is_bitwise_the_query_at_grid_points(feature_reduction):
+@pytest.mark.parametrize("table_samples", [1 << 14, 2 * 37 + 1])  # the tables sampled at once, or 2 rows at a time
+def test_grid_density_is_bitwise_the_query_at_grid_points(feature_reduction, table_samples, monkeypatch):
     from core.extract import grid_axis
 
+    monkeypatch.setattr("core.model.TABLE_SAMPLES", table_samples)
     model = official_decoder_model(feature_reduction)
     scene_code = torch.randn(3, 40, 8, 8)
     axis = grid_axis(37, model.config.renderer.radius)
