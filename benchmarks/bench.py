@@ -155,6 +155,7 @@ def run_path(args) -> dict:
             return_freed_memory()  # as TripoSR.encode does
         tokens, report["backbone_s"] = timed(lambda: model.backbone_tokens(tokens))
         codes, report["upsample_s"] = timed(lambda: model.scene_codes(tokens).float())
+    report["peak_encode_mb"] = peak_rss_mb()
     fields = {"image": codes[0], "smooth": smooth_scene_code(codes[0]),
               "busy": smooth_scene_code(codes[0], BUSY_PATTERN)}
     calibrations = json.loads(args.calibrations) if args.calibrations else {}
@@ -307,6 +308,7 @@ def print_table(dense: dict, fast: dict, reference: dict | None, args, out: Path
         reference_total = reference["encode_s"] + reference[key]["extract_s"] if key in reference else None
         row(f"image → mesh, {field} field ({resolution}³, no load)", dense_total, fast_total, reference_total)
     print(f"   (image → mesh adds the faster of the two paths' encode times, {shared_encode:.2f} s, to both)")
+    row("peak memory, load + image → scene codes", dense["peak_encode_mb"], fast["peak_encode_mb"], None, "MB")
     row(f"peak memory, image → mesh, smooth field {resolution}³", dense["peak_smooth_mb"], fast["peak_smooth_mb"],
         reference.get("peak_mb"), "MB")
     row(f"peak memory, all three fields at {resolution}³", dense["peak_mb"], fast["peak_mb"], None, "MB")

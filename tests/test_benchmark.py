@@ -16,7 +16,8 @@ def test_benchmark_prints_the_comparison_table(tiny_model_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout
     for row in ("load model (mmap)", "image → scene codes", "density grid", "marching cubes", "vertex colours",
-                "mesh extraction total", "image → mesh, smooth field (32³, no load)", "peak memory"):
+                "mesh extraction total", "image → mesh, smooth field (32³, no load)",
+                "peak memory, load + image → scene codes", "peak memory, image → mesh, smooth field 32³"):
         assert row in table, row
     verdicts = re.findall(r"^-- (\w+) field at 32³: .*; (.*)$", table, re.MULTILINE)
     assert [field for field, _ in verdicts] == ["image", "smooth", "busy"]
