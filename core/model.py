@@ -14,7 +14,7 @@ from .config import BackboneConfig, DecoderConfig, ModelConfig
 from . import position_codes
 from .errors import ModelError
 from .heap import return_freed_memory
-from .vit import ViT, checkpointed, normal_parameter
+from .vit import ViT, normal_parameter, run_block
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -143,7 +143,7 @@ class Transformer1D(nn.Module):
         """codes: (query codes, key codes) for the cross-attention, or None."""
         x = self.proj_in(self.norm(tokens).transpose(1, 2))
         for index, block in enumerate(self.blocks):
-            x = checkpointed(block, self.gradient_checkpointing, x, context, codes)
+            x = run_block(block, self.gradient_checkpointing, x, context, codes)
             if progress is not None:
                 progress((index + 1) / len(self.blocks))
         return self.proj_out(x).transpose(1, 2) + tokens

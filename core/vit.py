@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ViTConfig
+from .heap import release_file_pages
 
 
 class ViTAttention(nn.Module):
@@ -62,7 +63,7 @@ class ViT(nn.Module):
         x = torch.cat([self.cls_token.expand(len(pixels), -1, -1), patches.flatten(2).transpose(1, 2)], dim=1)
         x = x + self.interpolated_position_embeddings(rows, cols)
         for block in self.blocks:
-            x = checkpointed(block, self.gradient_checkpointing, x)
+            x = run_block(block, self.gradient_checkpointing, x)
         return self.norm(x)
 
     def interpolated_position_embeddings(self, rows: int, cols: int) -> torch.Tensor:
@@ -92,10 +93,16 @@ def normal_parameter(*shape: int, std: float = 0.02) -> nn.Parameter:
     return nn.Parameter(value)
 
 
-def checkpointed(module: nn.Module, enabled: bool, *inputs):
-    """module(*inputs), with activation checkpointing when enabled and gradients are being recorded."""
-    if enabled and torch.is_grad_enabled():
+def run_block(block: nn.Module, checkpointing: bool, *inputs):
+    """block(*inputs) for a transformer's loop over its blocks: with activation checkpointing when enabled and
+    gradients are being recorded. In inference mode (an encode, which runs each block once) the block's
+    memory-mapped weights are then dropped from resident memory until the next encode maps them again
+    (core.heap.release_file_pages), so an encode holds one block's weights at a time, not the whole model's."""
+    if checkpointing and torch.is_grad_enabled():
         from torch.utils.checkpoint import checkpoint
 
-        return checkpoint(module, *inputs, use_reentrant=False)
-    return module(*inputs)
+        return checkpoint(block, *inputs, use_reentrant=False)
+    output = block(*inputs)
+    if torch.is_inference_mode_enabled():
+        release_file_pages(block.parameters())
+    return output

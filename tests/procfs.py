@@ -25,3 +25,14 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS line")
+
+
+def resident_pages(tensor) -> int:
+    """How many pages of a CPU tensor's storage this process has resident (/proc/self/pagemap's present bit)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    storage = tensor.untyped_storage()
+    first, last = storage.data_ptr() // page, (storage.data_ptr() + storage.nbytes() - 1) // page
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        pagemap.seek(first * 8)
+        entries = pagemap.read((last - first + 1) * 8)
+    return sum(entries[index * 8 + 7] >> 7 for index in range(last - first + 1))
