@@ -1,11 +1,14 @@
 """core.heap: freed heap memory, and memory-mapped weights an encode has finished with, go back to the system."""
 
+import os
+
 import torch
 
 from core.heap import release_file_pages
 from tests.procfs import linux_only, resident_pages
 
-PAGE_FLOATS = 1024  # float32 values per 4 KB page
+PAGE = os.sysconf("SC_PAGE_SIZE")
+PAGE_FLOATS = PAGE // 4  # float32 values per page
 
 
 @linux_only
@@ -55,8 +58,8 @@ def test_mapped_weights_leave_resident_memory_and_read_back_unchanged(tmp_path):
 
     # Only whole pages inside the tensor: 64 pages' worth of bytes, minus the two partial ones at the ends unless
     # the storage starts on a page boundary.
-    assert dropped in (64 * 4096, 63 * 4096)
-    assert resident_pages(weight) == pages - dropped // 4096
+    assert dropped in (64 * PAGE, 63 * PAGE)
+    assert resident_pages(weight) == pages - dropped // PAGE
     assert torch.equal(weight, values)  # mapped again from the file, the same values
 
 
@@ -70,7 +73,7 @@ def test_weights_written_to_since_mapping_are_kept(tmp_path):
     assert release_file_pages([written]) == 0
     assert written[5 * PAGE_FLOATS] == 7.0
     assert resident_pages(written) >= 16  # nothing of it dropped, not even the pages the file still holds
-    assert release_file_pages([loaded["other"]]) >= 15 * 4096  # its neighbour in the file is unaffected
+    assert release_file_pages([loaded["other"]]) >= 15 * PAGE  # its neighbour in the file is unaffected
 
 
 @linux_only

@@ -42,10 +42,14 @@ started = time.perf_counter()
 code = model.encode(torch.from_numpy(prepare_image(image))[None])[0]
 result.update(encode_s=time.perf_counter() - started, scene_code_shape=list(code.shape), peak_mb_encode=peak_mb())
 if sys.platform.startswith("linux"):
+    import os
     from tests.procfs import resident_pages
-    result["resident"] = {part: sum(resident_pages(p) for p in getattr(model, part).parameters())
-                          / sum(-(-p.untyped_storage().nbytes() // 4096) for p in getattr(model, part).parameters())
-                          for part in ("image_tokenizer", "backbone")}
+    page = os.sysconf("SC_PAGE_SIZE")
+    result["resident"] = {}
+    for part in ("image_tokenizer", "backbone"):
+        weights = list(getattr(model, part).parameters())
+        result["resident"][part] = (sum(resident_pages(p) for p in weights)
+                                    / sum(-(-p.untyped_storage().nbytes() // page) for p in weights))
 # Random weights put the iso level anywhere: use the field's median so a surface exists.
 axis = torch.linspace(-0.87, 0.87, 16)
 points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
