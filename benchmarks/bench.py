@@ -12,7 +12,8 @@ more surface (~1 M faces at 256³); the smooth one also at --hires by the fast p
 give a nearly constant density, so each field's raw density is scaled and shifted (the decoder's last layer) to
 a trained model's dynamic range with a surface inside. The fast meshes are compared with the dense ones. With
 --reference-code/--reference-python the reference TripoSR's own implementation is timed too, on the same model,
-pixels and smooth field (reference_triposr.py).
+pixels and smooth field (reference_triposr.py). Last it says whether this CPU multiplies bfloat16 natively and
+what a bfloat16 product costs here; where it is native, image → mesh with a bfloat16 encode too.
 """
 
 import argparse
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -33,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from core.extract import ExtractionStats, extract_mesh  # noqa: E402
 from core.preprocess import prepare_image  # noqa: E402
 from core.heap import return_freed_memory  # noqa: E402
+from core.model import CPUINFO, FEED_FORWARD_ROWS, NATIVE_BFLOAT16_FLAGS, cpu_has_native_bfloat16  # noqa: E402
 from core.weights import load_model, official_state_dict  # noqa: E402
 from shared import peak_rss_mb, smooth_scene_code, timed  # noqa: E402
 from tests.meshdiff import compare as mesh_diff, surface_points  # noqa: E402
@@ -187,8 +190,33 @@ def run_path(args) -> dict:
                                 for name in RATIO_FIELDS}
         with calibrated(model, calibrations["smooth"]):
             report["asset"] = asset_run(model, fields["smooth"], args.resolution)
+        report["bfloat16"] = bfloat16_run(model, pixels, codes, Path(args.cpuinfo))  # last: its own peak memory
     report["calibrations"] = calibrations
     (out / f"{args.path}.json").write_text(json.dumps(report))
+    return report
+
+
+def bfloat16_run(model, pixels: np.ndarray, codes: torch.Tensor, cpuinfo: Path) -> dict:
+    """Whether this CPU multiplies bfloat16 natively, and what bfloat16 costs here: one feed-forward product of
+    the triplane transformer at the model's own shape (FEED_FORWARD_ROWS tokens), bfloat16 ÷ float32 time, best of
+    3 each; on a CPU with native bfloat16 also the whole encode in bfloat16 and how far its scene codes move."""
+    dim = model.backbone.blocks[0].ff_out.out_features
+    tokens, weight = torch.randn(FEED_FORWARD_ROWS, dim), torch.randn(4 * dim, dim)
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x, w = tokens.to(dtype), weight.to(dtype)
+        F.linear(x, w)  # warm-up
+        seconds[dtype] = min(timed(lambda: F.linear(x, w))[1] for _ in range(3))
+    report = {"native": cpu_has_native_bfloat16(cpuinfo), "dim": dim,
+              "matmul_ratio": seconds[torch.bfloat16] / seconds[torch.float32]}
+    if report["native"]:
+        previous, model.encode_precision = model.encode_precision, "bfloat16"
+        try:
+            low, report["encode_s"] = timed(lambda: model.encode(torch.from_numpy(pixels)[None]))
+        finally:
+            model.encode_precision = previous
+        report["code_difference"] = float((low - codes).abs().max())
+        report["largest_code"] = float(codes.abs().max())
     return report
 
 
@@ -308,6 +336,8 @@ def print_table(dense: dict, fast: dict, reference: dict | None, args, out: Path
         reference_total = reference["encode_s"] + reference[key]["extract_s"] if key in reference else None
         row(f"image → mesh, {field} field ({resolution}³, no load)", dense_total, fast_total, reference_total)
     print(f"   (image → mesh adds the faster of the two paths' encode times, {shared_encode:.2f} s, to both)")
+    print_bfloat16(fast["bfloat16"], shared_encode, dense["prepare_s"] + shared_encode + extraction["smooth"][0],
+                   fast["prepare_s"] + extraction["smooth"][1], resolution, row)
     row("peak memory, load + image → scene codes", dense["peak_encode_mb"], fast["peak_encode_mb"], None, "MB")
     row(f"peak memory, image → mesh, smooth field {resolution}³", dense["peak_smooth_mb"], fast["peak_smooth_mb"],
         reference.get("peak_mb"), "MB")
@@ -327,6 +357,24 @@ def print_table(dense: dict, fast: dict, reference: dict | None, args, out: Path
               "preprocessing not timed, the same prepared pixels as the other paths)")
     for key, value in setup.items():
         print(f"{key}: {value}")
+
+
+def print_bfloat16(report: dict, dense_encode: float, dense_total: float, fast_rest: float, resolution: int, row):
+    """The measured reason the encode stays float32 here, or, on a CPU with native bfloat16, image → mesh with
+    a bfloat16 encode against the dense path with the float32 one (the faster of the two paths' encode times)."""
+    flags = " or ".join(NATIVE_BFLOAT16_FLAGS)
+    shape = f"{FEED_FORWARD_ROWS} × {report['dim']} → {4 * report['dim']}"
+    product = (f"a bfloat16 product at the triplane transformer's feed-forward shape ({shape}) takes "
+               f"{report['matmul_ratio']:.2f}× the float32 time here")
+    if not report["native"]:
+        print(f"native bfloat16: no ({flags} not in the CPU flags); {product}, so the encode stays float32 and "
+              "image → mesh is the float32 figure above")
+        return
+    print(f"native bfloat16: yes; {product}")
+    row("image → scene codes, bfloat16", dense_encode, report["encode_s"])
+    row(f"image → mesh, smooth {resolution}³, bfloat16", dense_total, fast_rest + report["encode_s"])
+    print(f"   (bfloat16 scene codes differ by up to {report['code_difference']:.3g}, the largest code being "
+          f"{report['largest_code']:.3g}; its effect on a trained model's mesh: benchmarks/precision.py)")
 
 
 def print_surface_ratio(dense: dict | None, fast: dict, points: int):
@@ -364,6 +412,7 @@ def main():
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--calibrations", help=argparse.SUPPRESS)
     parser.add_argument("--calibrate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cpuinfo", default=str(CPUINFO), help=argparse.SUPPRESS)  # tests: a CPU with other flags
     args = parser.parse_args()
     if bool(args.reference_code) != bool(args.reference_python):
         parser.error("--reference-code and --reference-python go together")
@@ -385,7 +434,7 @@ def main():
         for path in ("dense", "fast"):
             command = [sys.executable, __file__, "--path", path, "--out", tmp, "--model", str(model),
                        "--image", args.image, "--resolution", str(args.resolution), "--hires", str(args.hires),
-                       "--repeat", str(args.repeat)]
+                       "--repeat", str(args.repeat), "--cpuinfo", args.cpuinfo]
             if args.model is None:
                 command.append("--calibrate")
             if calibrations:
