@@ -252,29 +252,33 @@ def _trace(sampler: _GridSampler, seeds: np.ndarray, threshold, progress) -> np.
     Returns marching cubes' mask, flat: cell id c ↔ mask[c + res² + res + 1]."""
     res = sampler.resolution
     shift = res * res + res + 1
-    mask = np.zeros(res ** 3, bool)
+    mask = np.zeros(res ** 3, bool)  # the traced cells, and those reached for the next round
     corner = np.array([x * res * res + y * res + z for x, y, z in itertools.product((0, 1), repeat=3)])
-    faces = [(axis, side, [c for c, bits in enumerate(itertools.product((0, 1), repeat=3)) if bits[axis] == side])
-             for axis in range(3) for side in (0, 1)]
+    faces = [(axis, side, np.uint8(sum(1 << c for c, bits in enumerate(itertools.product((0, 1), repeat=3))
+                                       if bits[axis] == side)))
+             for axis in range(3) for side in (0, 1)]  # a face's corners as bits of a cell's 8
     frontier, traced = np.unique(seeds), 0
+    mask[frontier + shift] = True
     while len(frontier):
-        mask[frontier + shift] = True
         reached = []
         for part in np.array_split(frontier, -(-len(frontier) // TRACE_CELLS)):
             corners = part[:, None] + corner  # (K, 8)
             sampler.evaluate(_unique_unevaluated(sampler.flat, corners.ravel()))
             values = sampler.flat[corners]
-            above, on = values > threshold, values == threshold
+            above, on = (np.packbits(test, axis=1, bitorder="little")[:, 0]
+                         for test in (values > threshold, values == threshold))  # corner c ↔ bit c
             del corners, values
             position = [part // (res * res), part // res % res, part % res]
             for axis, side, face in faces:
-                crossed = (above[:, face].any(1) & ~above[:, face].all(1)) | on[:, face].any(1)
+                crossed = ((above & face != 0) & (above & face != face)) | (on & face != 0)
                 step = 1 if side else -1
                 crossed &= (position[axis] + step >= 0) & (position[axis] + step <= res - 2)
                 neighbours = part[crossed] + step * (res * res, res, 1)[axis]
-                reached.append(neighbours[~mask[neighbours + shift]])
+                neighbours = neighbours[~mask[neighbours + shift]]
+                mask[neighbours + shift] = True
+                reached.append(neighbours)
         traced += len(frontier)
-        frontier = np.unique(np.concatenate(reached))
+        frontier = np.concatenate(reached)
         progress(traced / (traced + 4 * len(frontier)))
     return mask
 
@@ -332,42 +336,59 @@ def _judge_blocks(grid, lattice: _Lattice, blocks: np.ndarray, threshold, margin
     values[1:-1, 1:-1, 1:-1] = grid[np.ix_(lattice.coords, lattice.coords, lattice.coords)]
     with np.errstate(divide="ignore", invalid="ignore"):  # log 0: −inf, a step to it infinite
         logs = np.log(values)
+    gaps = np.abs(logs - math.log(threshold))  # NaN where not evaluated: never close
     straddle, near = np.zeros((size,) * 3, bool), np.zeros((size,) * 3, bool)
     reach = _corner_distances(lattice.stride)  # (points, 8), in lattice steps
-    log_threshold = math.log(threshold)
     layers = max(1, JUDGE_VALUES // (size + 3) ** 2)  # block layers along the first axis whose maps are made at once
     bounds = np.searchsorted(blocks[:, 0], np.arange(0, size + layers, layers))
     for first, (start, stop) in zip(range(0, size, layers), zip(bounds[:-1], bounds[1:])):
         if start == stop:
             continue
         slope_map, bend_map = _slope_and_bend(logs[first:first + layers + 3])
+        count = min(layers, size - first)
+        (low, high), (nearest, furthest) = (_corner_extremes(padded, first, count) for padded in (values, gaps))
         for chunk in range(start, stop, JUDGE_BLOCKS):
             block = blocks[chunk:min(chunk + JUDGE_BLOCKS, stop)]
             local = tuple((block - (first, 0, 0)).T)
-            corner_index = tuple(np.moveaxis(block[:, None, :] + _CORNERS + 1, 2, 0))
-            above = values[corner_index] > threshold  # (K, 8)
-            crossing = above.any(axis=1) & ~above.all(axis=1)
-            gaps = np.abs(logs[corner_index] - log_threshold)  # NaN where not evaluated: never close
-            close = ~crossing & (gaps.min(axis=1) <= margin)
+            crossing = (high[local] > threshold) & ~(low[local] > threshold)
+            close = ~crossing & (nearest[local] <= margin)
             look = crossing | close  # the only blocks the slope and bend can change anything for
             slope = np.where(look, slope_factor * slope_map[local], np.float32(0))
             rough = crossing & (bend_map[local] * lattice.stride >= slope / 2)
-            close &= gaps.max(axis=1) <= slope * reach.max()  # else no point is within reach of every corner
+            close &= furthest[local] <= slope * reach.max()  # else no point is within reach of every corner
             hidden = np.zeros(len(block), bool)
-            hidden[close] = _within_reach(gaps[close], slope[close], reach)
+            corner_index = tuple(np.moveaxis(block[close][:, None, :] + _CORNERS + 1, 2, 0))
+            hidden[close] = _within_reach(gaps[corner_index], slope[close], reach)
             straddle[tuple(block.T)] = crossing
             near[tuple(block.T)] = hidden | rough
             heartbeat()
     return straddle, near
 
 
+def _corner_extremes(padded: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per block of the `count` block layers from `first` (count, n, n): the smallest and the largest of the
+    values at its 8 corners (NaN if any is NaN), from the padded lattice values (see _judge_blocks)."""
+    size = padded.shape[1] - 3
+    corners = padded[first + 1:first + count + 2, 1:size + 2, 1:size + 2]
+    views = [corners[a:a + count, b:b + size, c:c + size] for a, b, c in _CORNERS]
+    low, high = views[0], views[0]
+    for view in views[1:]:
+        low, high = np.minimum(low, view), np.maximum(high, view)
+    return low, high
+
+
 def _within_reach(gaps: np.ndarray, slope: np.ndarray, reach: np.ndarray) -> np.ndarray:
     """Per block (gaps (C, 8) at its corners, slope (C,)): whether some grid point inside lies, from every
-    corner, within the slope × its distance (reach (points, 8)) of the threshold. A point at a time: (C, 8) at
-    once instead of (C, points, 8)."""
+    corner, within the slope × its distance (reach (points, 8)) of the threshold. A point at a time, each tried
+    only on the blocks no point before it was found in: (C, 8) at once instead of (C, points, 8)."""
     found = np.zeros(len(gaps), bool)
+    left = np.arange(len(gaps))
     for distances in reach:
-        found |= (gaps <= slope[:, None] * distances).all(axis=1)
+        within = (gaps[left] <= slope[left, None] * distances).all(axis=1)
+        found[left[within]] = True
+        left = left[~within]
+        if not len(left):
+            break
     return found
 
 
@@ -406,9 +427,11 @@ _CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
 
 @functools.cache
 def _corner_distances(stride: int) -> np.ndarray:
-    """Distance from each grid point of a block that is not a corner to each corner, in lattice steps."""
+    """Distance from each grid point of a block that is not a corner to each corner, in lattice steps; the points
+    furthest from their nearest corner first (the likeliest to lie within reach of every corner)."""
     points = np.array([p for p in itertools.product(range(stride + 1), repeat=3) if set(p) - {0, stride}])
-    return np.linalg.norm(points[:, None, :] - stride * _CORNERS, axis=2) / stride
+    distances = np.linalg.norm(points[:, None, :] - stride * _CORNERS, axis=2) / stride
+    return distances[np.argsort(-distances.min(axis=1), kind="stable")]
 
 
 def _unique_unevaluated(flat: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -135,6 +135,14 @@ def test_coarse_to_fine_equals_dense_on_fixture_grid(fixture_grid, config):
     assert_same_mesh(dense, fast)
 
 
+def test_grid_values_exactly_at_the_threshold_give_the_dense_mesh(fixture_grid):
+    # A corner exactly at the threshold: the surface touches it, so the trace follows each face that has one.
+    grid = np.where(np.abs(fixture_grid - THRESHOLD) < 1.0, np.float32(THRESHOLD), fixture_grid)
+    assert (grid == THRESHOLD).sum() > 1_000
+    dense, fast, _, _ = both_meshes(grid_lookup(grid), 32)
+    assert_same_mesh(dense, fast)
+
+
 @pytest.mark.parametrize("res", [79, 99])  # res − 1 not a multiple of the stride: a shorter last block
 def test_coarse_to_fine_equals_dense_on_noisy_field(fixture_grid, res):
     dense, fast, dense_stats, fast_stats = both_meshes(grid_interpolation(fixture_grid), res)
